@@ -1,0 +1,47 @@
+"""The inference form of gUNet.
+
+In eval mode each BatchNorm is a per-channel affine map, and in every gConv block it is read only
+by two 1x1 convs (Wv's and Wg's first conv), so it folds into their weights and biases exactly.
+What else was measured and left out (see scripts/benchmark.py): merging Wv/Wg's 1x1 convs into
+one does not pay in channels_last.
+"""
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def fold_bn_into_convs(bn, convs):
+    """Fold eval-mode ``bn`` (applied before ``convs``) into each 1x1 conv of ``convs``."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias - bn.running_mean * scale
+    for conv in convs:
+        if conv.kernel_size != (1, 1) or conv.groups != 1:
+            raise ValueError('BatchNorm can only be folded into a following 1x1 dense conv')
+        w = conv.weight  # out x in x 1 x 1
+        bias = conv.bias if conv.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
+        new_bias = bias + (w[:, :, 0, 0] * shift[None, :]).sum(1)
+        w.mul_(scale.view(1, -1, 1, 1))
+        if conv.bias is None:
+            conv.bias = nn.Parameter(new_bias)
+        else:
+            conv.bias.copy_(new_bias)
+
+
+def deploy_gunet(net):
+    """Fold every block's BatchNorm into its convs, in place. Eval mode only: a model in training
+    mode still normalises with batch statistics, which no fixed conv can reproduce."""
+    from .gunet_arch import BasicBlock
+
+    if net.training:
+        raise RuntimeError('GUNet.deploy() needs an eval-mode model (call net.eval() first): '
+                           'in training mode BatchNorm uses batch statistics, which cannot be folded')
+    if net.deployed:
+        return net
+    for block in net.modules():
+        if isinstance(block, BasicBlock) and isinstance(block.norm, nn.BatchNorm2d):
+            fold_bn_into_convs(block.norm, [block.conv.Wv[0], block.conv.Wg[0]])
+            block.norm = nn.Identity()
+    net.deployed = True
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net

@@ -1,0 +1,246 @@
+"""gUNet ("Rethinking Performance Gains in Image Dehazing Networks", arXiv 2209.11448).
+
+The module tree, parameter names, initialisation and arithmetic are those of the official
+network, so official state dicts load with ``strict=True`` and give the official outputs. Two
+things differ, neither of which changes a result beyond float rounding:
+
+* the SK fusion weighs its two inputs directly instead of concatenating them into a 5-D view
+  (the concat and the sum over it cost more than the whole fusion on CPU), and
+* the network can run in ``channels_last`` memory format, which the convolutions prefer on CPU.
+
+The public forward works on BasicSR's [0, 1] images; the official [-1, 1] range, the padding to
+a multiple of 8 and the crop back all happen inside.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from basicsr.utils.registry import ARCH_REGISTRY
+
+# Depth multiplier M of each variant: stage depths are [M, M, M, 2M, M, M, M].
+VARIANTS = {'t': 2, 's': 4, 'b': 8, 'd': 16}
+BASE_DIM = 24
+KERNEL_SIZE = 5
+
+
+def variant_depths(variant):
+    key = str(variant).lower()
+    if key.startswith('gunet-') or key.startswith('gunet_'):
+        key = key[6:]
+    if key not in VARIANTS:
+        raise ValueError(f'unknown gUNet variant {variant!r}; valid variants: {", ".join(VARIANTS)}')
+    m = VARIANTS[key]
+    return [m, m, m, 2 * m, m, m, m]
+
+
+@torch.no_grad()
+def _trunc_normal_inverse_cdf(tensor, std, lo=-2.0, hi=2.0):
+    """Normal(0, std) truncated to [lo, hi] by the inverse-CDF method, the sampler the official
+    code gets from timm. torch.nn.init.trunc_normal_ now samples differently, so using it would
+    give a different (equally distributed) network for the same seed."""
+    cdf = lambda v: (1.0 + math.erf(v / math.sqrt(2.0))) / 2.0  # noqa: E731
+    tensor.uniform_(2 * cdf(lo / std) - 1, 2 * cdf(hi / std) - 1)
+    tensor.erfinv_().mul_(std * math.sqrt(2.0)).clamp_(lo, hi)
+    return tensor
+
+
+class ConvLayer(nn.Module):
+    """The gated convolution: proj(Wv(x) * sigmoid(Wg(x)))."""
+
+    def __init__(self, net_depth, dim, kernel_size=KERNEL_SIZE):
+        super().__init__()
+        self.Wv = nn.Sequential(
+            nn.Conv2d(dim, dim, 1),
+            nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, padding_mode='reflect'))
+        self.Wg = nn.Sequential(nn.Conv2d(dim, dim, 1), nn.Sigmoid())
+        self.proj = nn.Conv2d(dim, dim, 1)
+        # The official scaled init, applied in module order after PyTorch's default init so that
+        # the random stream (and hence a seeded model) matches the official code.
+        gain = (8 * net_depth)**(-1 / 4)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(m.weight)
+                _trunc_normal_inverse_cdf(m.weight, std=gain * math.sqrt(2.0 / (fan_in + fan_out)))
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        return self.proj(self.Wv(x) * self.Wg(x))
+
+
+class BasicBlock(nn.Module):
+    """Residual gConv block: x + conv(BN(x)). ``deploy`` folds ``norm`` into the conv."""
+
+    def __init__(self, net_depth, dim, kernel_size=KERNEL_SIZE):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(dim)
+        self.conv = ConvLayer(net_depth, dim, kernel_size)
+
+    def forward(self, x):
+        return x + self.conv(self.norm(x))
+
+
+class BasicLayer(nn.Module):
+
+    def __init__(self, net_depth, dim, depth, kernel_size=KERNEL_SIZE):
+        super().__init__()
+        self.blocks = nn.ModuleList([BasicBlock(net_depth, dim, kernel_size) for _ in range(depth)])
+
+    def forward(self, x):
+        for blk in self.blocks:
+            x = blk(x)
+        return x
+
+
+class PatchEmbed(nn.Module):
+    """Strided conv: the 3x3 input conv (stride 1) and the 2x2 stride-2 downsampling."""
+
+    def __init__(self, patch_size, in_chans, embed_dim, kernel_size=None):
+        super().__init__()
+        kernel_size = patch_size if kernel_size is None else kernel_size
+        self.proj = nn.Conv2d(
+            in_chans,
+            embed_dim,
+            kernel_size,
+            stride=patch_size,
+            padding=(kernel_size - patch_size + 1) // 2,
+            padding_mode='reflect')
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+class PatchUnEmbed(nn.Module):
+    """Conv then PixelShuffle: the 1x1 upsampling (x2) and the 3x3 output conv (x1)."""
+
+    def __init__(self, patch_size, out_chans, embed_dim, kernel_size=1):
+        super().__init__()
+        self.proj = nn.Sequential(
+            nn.Conv2d(embed_dim, out_chans * patch_size**2, kernel_size, padding=kernel_size // 2,
+                      padding_mode='reflect'), nn.PixelShuffle(patch_size))
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+class SKFusion(nn.Module):
+    """Selective-kernel fusion of the decoder path and its skip connection."""
+
+    def __init__(self, dim, reduction=8):
+        super().__init__()
+        hidden = max(int(dim / reduction), 4)
+        self.mlp = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(dim, hidden, 1, bias=False), nn.ReLU(True),
+            nn.Conv2d(hidden, dim * 2, 1, bias=False))
+
+    def forward(self, up, skip):
+        attn = self.mlp(up + skip)  # B x 2C x 1 x 1
+        attn = torch.softmax(attn.unflatten(1, (2, -1)), dim=1)
+        return up * attn[:, 0] + skip * attn[:, 1]
+
+
+@ARCH_REGISTRY.register()
+class GUNet(nn.Module):
+    """gUNet for images in [0, 1].
+
+    Args:
+        variant (str): 't', 's', 'b' or 'd'; sets ``depths`` (ignored when ``depths`` is given).
+        base_dim (int): channels of the first stage (N, 24 in the paper).
+        depths (list[int]): blocks per stage, an odd number of stages.
+        kernel_size (int): depthwise kernel size (5 in the paper).
+        channels_last (bool): run the convolutions in channels_last memory format (faster on
+            CPU and on tensor-core GPUs). Parameters and outputs are the same either way.
+    """
+
+    pad_multiple = 8
+
+    def __init__(self, variant='t', base_dim=BASE_DIM, depths=None, kernel_size=KERNEL_SIZE, channels_last=True):
+        super().__init__()
+        if depths is None:
+            depths = variant_depths(variant)
+            self.variant = str(variant).lower()[-1]
+        else:
+            depths = [int(d) for d in depths]
+            self.variant = next((k for k in VARIANTS if variant_depths(k) == depths and base_dim == BASE_DIM
+                                 and kernel_size == KERNEL_SIZE), None)
+        if len(depths) % 2 != 1 or min(depths) < 1:
+            raise ValueError(f'depths must be an odd number of positive stage depths, got {depths}')
+        self.depths = list(depths)
+        self.base_dim = int(base_dim)
+        self.kernel_size = int(kernel_size)
+        self.channels_last = bool(channels_last)
+        self.deployed = False
+
+        stage_num = len(depths)
+        half = stage_num // 2
+        net_depth = sum(depths)
+        dims = [2**i * base_dim for i in range(half)]
+        dims = dims + [2**half * base_dim] + dims[::-1]
+        self.stage_num, self.half_num = stage_num, half
+        self.pad_multiple = 2**half
+        # The smallest stage must be >= 3 pixels for the reflect padding of the 5x5 depthwise conv.
+        self.min_size = self.pad_multiple * (kernel_size // 2 + 1)
+
+        self.inconv = PatchEmbed(1, 3, dims[0], kernel_size=3)
+        self.layers = nn.ModuleList()
+        self.downs = nn.ModuleList()
+        self.ups = nn.ModuleList()
+        self.skips = nn.ModuleList()
+        self.fusions = nn.ModuleList()
+        for i in range(stage_num):
+            self.layers.append(BasicLayer(net_depth, dims[i], depths[i], kernel_size))
+        for i in range(half):
+            self.downs.append(PatchEmbed(2, dims[i], dims[i + 1]))
+            self.ups.append(PatchUnEmbed(2, dims[i], dims[i + 1]))
+            self.skips.append(nn.Conv2d(dims[i], dims[i], 1))
+            self.fusions.append(SKFusion(dims[i]))
+        self.outconv = PatchUnEmbed(1, 3, dims[-1], kernel_size=3)
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    # -- the official network, on [-1, 1] images whose size suits it ---------------------------
+    def forward_features(self, x):
+        """The official ``gUNet.forward``: [-1, 1] in, [-1, 1] (unclamped) out."""
+        feat = self.inconv(x)
+        skips = []
+        for i in range(self.half_num):
+            feat = self.layers[i](feat)
+            skips.append(self.skips[i](feat))
+            feat = self.downs[i](feat)
+        feat = self.layers[self.half_num](feat)
+        for i in range(self.half_num - 1, -1, -1):
+            feat = self.ups[i](feat)
+            feat = self.fusions[i](feat, skips[i])
+            feat = self.layers[self.stage_num - i - 1](feat)
+        return self.outconv(feat) + x
+
+    def pad(self, x):
+        """Pad bottom/right to a multiple of 8 (and to ``min_size``), as the official test does:
+        reflect where the image is big enough, replicate where it is not."""
+        h, w = x.shape[-2:]
+        ph = max(-h % self.pad_multiple, self.min_size - h)
+        pw = max(-w % self.pad_multiple, self.min_size - w)
+        if ph == 0 and pw == 0:
+            return x
+        mode = 'reflect' if ph < h and pw < w else 'replicate'
+        return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+    def forward(self, x):
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f'GUNet expects images of shape N x 3 x H x W in [0, 1], got {tuple(x.shape)}')
+        h, w = x.shape[-2:]
+        x = self.pad(x * 2 - 1)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = self.forward_features(x)[..., :h, :w]
+        return (out * 0.5 + 0.5).contiguous()
+
+    def deploy(self):
+        """Turn this eval-mode model, in place, into the faster inference form (see deploy.py)."""
+        from .deploy import deploy_gunet
+        return deploy_gunet(self)
+
+    def extra_repr(self):
+        return (f'variant={self.variant}, base_dim={self.base_dim}, depths={self.depths}, '
+                f'kernel_size={self.kernel_size}, channels_last={self.channels_last}, deployed={self.deployed}')

@@ -1,0 +1,30 @@
+from setuptools import find_packages, setup
+
+with open('README.md', encoding='utf-8') as f:
+    long_description = f.read()
+
+setup(
+    name='gunet-basicsr',
+    version='0.1.0',
+    description='gUNet image dehazing as a BasicSR plugin',
+    long_description=long_description,
+    long_description_content_type='text/markdown',
+    packages=find_packages(include=['gunet_arch', 'gunet_arch.*']),
+    python_requires='>=3.8',
+    install_requires=[
+        'basicsr>=1.4.2',
+        'torch',
+        'torchvision',
+        'opencv-python',
+        'lmdb',
+        'pyyaml',
+        'addict',
+        'numpy',
+        'tqdm',
+    ],
+    extras_require={
+        'test': ['pytest', 'scikit-image'],
+        'deploy': ['onnx', 'onnxruntime'],
+    },
+    license='MIT',
+)
