@@ -124,6 +124,56 @@ def load_resume_state(opt):
     return state
 
 
+def _resolve(path, root_path):
+    path = os.path.expanduser(path)
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(root_path, path))
+
+
+def resolve_relative_paths(opt, root_path):
+    """BasicSR opens relative data and checkpoint paths against the working directory, so the
+    same option file only works when launched from the repository root. Resolve them against
+    ``root_path`` (the project, or the BasicSR clone) instead."""
+    for ds_opt in (opt.get('datasets') or {}).values():
+        for key, val in ds_opt.items():
+            if isinstance(val, str) and (key.startswith('dataroot') or key == 'meta_info_file'):
+                ds_opt[key] = _resolve(val, root_path)
+    for key, val in (opt.get('path') or {}).items():
+        if isinstance(val, str) and ('resume_state' in key or 'pretrain_network' in key):
+            opt['path'][key] = _resolve(val, root_path)
+
+
+def honour_output_roots(opt, option_file, root_path, is_train):
+    """basicsr 1.4.2 always writes to ``<root>/experiments/<name>`` and ``<root>/results/<name>``;
+    BasicSR master honours ``path.experiments_root`` / ``path.results_root`` from the option
+    file. Honour them on both (relative ones against ``root_path``)."""
+    import yaml
+    from basicsr.utils.options import ordered_yaml
+
+    with open(option_file, mode='r') as f:
+        raw = yaml.load(f, Loader=ordered_yaml()[0]) or {}
+    key = 'experiments_root' if is_train else 'results_root'
+    base = (raw.get('path') or {}).get(key)
+    if not base:
+        return
+    root = os.path.join(_resolve(base, root_path), opt['name'])
+    paths = opt['path']
+    paths[key] = root
+    paths['log'] = root
+    paths['visualization'] = os.path.join(root, 'visualization')
+    if is_train:
+        paths['models'] = os.path.join(root, 'models')
+        paths['training_states'] = os.path.join(root, 'training_states')
+
+
+def _patch_script_resume(main_module):
+    """A BasicSR clone runs ``basicsr/train.py`` as ``__main__``, whose own ``load_resume_state``
+    the patch of ``basicsr.train`` does not reach."""
+    fn = getattr(main_module, 'load_resume_state', None)
+    if fn is not None and fn is not load_resume_state and getattr(fn, '__module__', '') == '__main__' \
+            and hasattr(main_module, 'train_pipeline'):
+        main_module.load_resume_state = load_resume_state
+
+
 def _wrap_parse_options(original):
     @functools.wraps(original)
     def parse_options(root_path, is_train=True):
@@ -133,7 +183,17 @@ def _wrap_parse_options(original):
         train_mod = sys.modules.get('basicsr.train')
         if train_mod is not None and getattr(train_mod, 'load_resume_state', None) is not load_resume_state:
             train_mod.load_resume_state = load_resume_state
-        return original(root_path, is_train=is_train)
+        if '__main__' in sys.modules:
+            _patch_script_resume(sys.modules['__main__'])
+        opt, args = original(root_path, is_train=is_train)
+        honour_output_roots(opt, args.opt, root_path, is_train)
+        resolve_relative_paths(opt, root_path)
+        if opt.get('model_type') == 'GUNetModel':
+            # Fail on a bad gUNet option now, before datasets, loggers and models are built.
+            from gunet_arch.models.option_checks import check_dataset_paths, check_options
+            check_options(opt)
+            check_dataset_paths(opt)
+        return opt, args
 
     parse_options._gunet_wrapped = True
     return parse_options

@@ -2,8 +2,11 @@
 
 In eval mode each BatchNorm is a per-channel affine map, and in every gConv block it is read only
 by two 1x1 convs (Wv's and Wg's first conv), so it folds into their weights and biases exactly.
-What else was measured and left out (see scripts/benchmark.py): merging Wv/Wg's 1x1 convs into
-one does not pay in channels_last.
+The folded block then runs without autograd and in place: on CPU a fresh multi-megabyte
+activation costs page faults on every allocation, so reusing the conv outputs for the gate, the
+product and the residual sum saves most of the elementwise time.
+What was measured and left out (see scripts/benchmark.py): merging Wv/Wg's 1x1 convs into one
+does not pay in channels_last.
 """
 import torch
 from torch import nn
@@ -27,6 +30,25 @@ def fold_bn_into_convs(bn, convs):
             conv.bias.copy_(new_bias)
 
 
+class DeployedBlock(nn.Module):
+    """A gConv block with its BatchNorm folded away: x + proj(Wv(x) * sigmoid(Wg(x))).
+
+    Keeps the official submodule names (``conv.Wv``, ``conv.Wg``, ``conv.proj``) so the folded
+    weights can still be inspected and saved in the familiar layout."""
+
+    def __init__(self, block):
+        super().__init__()
+        self.conv = block.conv
+
+    def forward(self, x):
+        conv = self.conv
+        if torch.is_grad_enabled() and x.requires_grad:
+            return x + conv.proj(conv.Wv(x) * conv.Wg(x))
+        value = conv.Wv(x)
+        value.mul_(conv.Wg[0](x).sigmoid_())
+        return conv.proj(value).add_(x)
+
+
 def deploy_gunet(net):
     """Fold every block's BatchNorm into its convs, in place. Eval mode only: a model in training
     mode still normalises with batch statistics, which no fixed conv can reproduce."""
@@ -37,10 +59,11 @@ def deploy_gunet(net):
                            'in training mode BatchNorm uses batch statistics, which cannot be folded')
     if net.deployed:
         return net
-    for block in net.modules():
-        if isinstance(block, BasicBlock) and isinstance(block.norm, nn.BatchNorm2d):
-            fold_bn_into_convs(block.norm, [block.conv.Wv[0], block.conv.Wg[0]])
-            block.norm = nn.Identity()
+    for layer in net.layers:
+        for i, block in enumerate(layer.blocks):
+            if isinstance(block, BasicBlock):
+                fold_bn_into_convs(block.norm, [block.conv.Wv[0], block.conv.Wg[0]])
+                layer.blocks[i] = DeployedBlock(block)
     net.deployed = True
     for p in net.parameters():
         p.requires_grad_(False)

@@ -137,7 +137,7 @@ class SKFusion(nn.Module):
     def forward(self, up, skip):
         attn = self.mlp(up + skip)  # B x 2C x 1 x 1
         attn = torch.softmax(attn.unflatten(1, (2, -1)), dim=1)
-        return up * attn[:, 0] + skip * attn[:, 1]
+        return torch.addcmul(up * attn[:, 0], skip, attn[:, 1])
 
 
 @ARCH_REGISTRY.register()

@@ -1,1 +1,5 @@
-"""Filled in by its own module files; importing registers them with BasicSR."""
+"""GUNetModel and the WarmupCosineLR schedule; importing registers them with BasicSR."""
+from .gunet_model import GUNetModel
+from .lr_scheduler import LR_SCHEDULER_REGISTRY, WarmupCosineLR
+
+__all__ = ['GUNetModel', 'WarmupCosineLR', 'LR_SCHEDULER_REGISTRY']

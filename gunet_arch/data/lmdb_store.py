@@ -1,0 +1,228 @@
+"""The on-disk LMDB format of a prepared dehazing set, and reading it back.
+
+A prepared set is two databases side by side, ``hazy.lmdb`` and ``clear.lmdb``, each laid out as
+BasicSR's ``make_lmdb_from_imgs`` lays it out (``data.mdb``, ``lock.mdb`` and ``meta_info.txt``
+with lines ``KEY.png (h,w,c) compress_level``; the key is the file name without its extension),
+so BasicSR's ``FileClient`` LMDB backend reads every entry. On top of that:
+
+- ``hazy.lmdb/pairs.txt`` maps each hazy file to its clear file (``hazy_name<TAB>clear_name``),
+  because a clear image is stored once however many hazy images share it; reading needs no
+  name rules.
+- ``gunet_lmdb.json`` in each database is the completion marker: it is written last, and both
+  databases of one run carry the same ``run_id``. A pair without matching markers is an
+  interrupted or mixed preparation and is refused.
+- ``storage: raw`` databases hold undecoded pixels (C-order uint8/uint16, OpenCV channel order)
+  instead of PNG bytes, with meta lines ``KEY.raw (h,w,c) dtype``: larger on disk, no decoding.
+
+A pair of databases without markers (BasicSR's own LMDBs) is read as BasicSR pairs them: the same
+key in both.
+"""
+import json
+import os
+from collections import namedtuple
+
+import lmdb
+import numpy as np
+
+from .image_codec import ImageDecodeError, decode_image
+
+HAZY_DB = 'hazy.lmdb'
+CLEAR_DB = 'clear.lmdb'
+META_FILE = 'meta_info.txt'
+PAIRS_FILE = 'pairs.txt'
+MARKER_FILE = 'gunet_lmdb.json'
+MARKER_FORMAT = 'gunet-paired-lmdb'
+STORAGE_FORMATS = ('png', 'raw')
+
+# One stored image: its LMDB key, the name it is reported under, its (h, w, c) and how to decode.
+Entry = namedtuple('Entry', ['key', 'name', 'shape', 'storage', 'dtype'])
+# One training/validation pair read from a prepared set.
+LmdbPair = namedtuple('LmdbPair', ['hazy', 'clear'])
+
+
+class LmdbFormatError(ValueError):
+    """A database that is missing, incomplete, or does not match its meta_info.txt."""
+
+
+def read_marker(db_path):
+    """The completion marker of a database, or None when it has none."""
+    path = os.path.join(db_path, MARKER_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding='utf-8') as f:
+            marker = json.load(f)
+    except (OSError, ValueError) as err:
+        raise LmdbFormatError(f'Unreadable completion marker {path}: {err}') from err
+    if marker.get('format') != MARKER_FORMAT:
+        raise LmdbFormatError(f'{path} is not a completion marker of this package')
+    return marker
+
+
+def write_marker(db_path, marker):
+    marker = dict(marker, format=MARKER_FORMAT)
+    with open(os.path.join(db_path, MARKER_FILE), 'w', encoding='utf-8') as f:
+        json.dump(marker, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def meta_line(entry, compress_level):
+    h, w, c = entry.shape
+    if entry.storage == 'raw':
+        return f'{entry.key}.raw ({h},{w},{c}) {entry.dtype}'
+    return f'{entry.key}.png ({h},{w},{c}) {compress_level}'
+
+
+def read_meta_info(db_path, storage='png'):
+    """Entries listed in ``db_path/meta_info.txt``, in file order, keyed by LMDB key."""
+    path = os.path.join(db_path, META_FILE)
+    if not os.path.isfile(path):
+        raise LmdbFormatError(f'No {META_FILE} in {db_path}: not a prepared LMDB (or an interrupted one)')
+    entries = {}
+    with open(path, encoding='utf-8') as f:
+        for number, line in enumerate(f, 1):
+            line = line.rstrip('\n')
+            if not line.strip():
+                continue
+            try:
+                # Split from the right: the name may hold spaces and dots, the other fields never do.
+                name, shape, third = line.rsplit(' ', 2)
+                h, w, c = (int(v) for v in shape.strip('()').split(','))
+            except ValueError as err:
+                raise LmdbFormatError(f'{path}:{number}: malformed line {line!r} '
+                                      '(expected "KEY.png (h,w,c) level")') from err
+            key = os.path.splitext(name)[0]
+            dtype = third if storage == 'raw' else 'uint8'
+            if storage == 'raw' and dtype not in ('uint8', 'uint16'):
+                raise LmdbFormatError(f'{path}:{number}: unknown pixel type {dtype!r}')
+            entries[key] = Entry(key, name, (h, w, c), storage, dtype)
+    if not entries:
+        raise LmdbFormatError(f'{path} lists no images')
+    return entries
+
+
+def read_pairs_file(db_path):
+    path = os.path.join(db_path, PAIRS_FILE)
+    if not os.path.isfile(path):
+        raise LmdbFormatError(f'No {PAIRS_FILE} in {db_path}: the hazy-to-clear mapping is missing')
+    pairs = []
+    with open(path, encoding='utf-8') as f:
+        for number, line in enumerate(f, 1):
+            line = line.rstrip('\n')
+            if not line:
+                continue
+            fields = line.split('\t')
+            if len(fields) != 2:
+                raise LmdbFormatError(f'{path}:{number}: malformed line {line!r} (expected "hazy<TAB>clear")')
+            pairs.append(tuple(fields))
+    return pairs
+
+
+# Read-only environments by (process, data file). py-lmdb refuses to open one database file twice
+# in a process, and a forked loader worker inherits that registration together with a handle it
+# must not use; so every reader shares one handle per process and file, and a child closes what it
+# inherited before opening its own. (BasicSR's FileClient opens a new handle per dataset, which
+# fails as soon as two datasets, or a dataset and a verification, read the same database.) Keying
+# on the file, not the path, keeps a renamed database's handle valid and gives a replaced one
+# (--overwrite) a fresh handle.
+_ENVS = {}
+
+
+def readonly_env(db_path):
+    try:
+        st = os.stat(os.path.join(db_path, 'data.mdb'))
+    except OSError as err:
+        raise LmdbFormatError(f'Not an LMDB folder (no data.mdb): {db_path}') from err
+    key = (st.st_dev, st.st_ino)
+    cached = _ENVS.get(key)
+    if cached is not None and cached[0] == os.getpid():
+        return cached[1]
+    if cached is not None:
+        cached[1].close()
+    env = lmdb.open(db_path, readonly=True, lock=False, readahead=False, subdir=True)
+    _ENVS[key] = (os.getpid(), env)
+    return env
+
+
+def read_value(db_path, key):
+    """Bytes stored under ``key``, or None."""
+    with readonly_env(db_path).begin(write=False) as txn:
+        return txn.get(key.encode('ascii'))
+
+
+def missing_keys(db_path, keys):
+    """Keys listed in meta_info that the database itself does not hold."""
+    with readonly_env(db_path).begin(write=False) as txn:
+        stored = set(txn.cursor().iternext(keys=True, values=False))
+    return [k for k in keys if k.encode('ascii') not in stored]
+
+
+def _check_complete(hazy_db, clear_db):
+    """Storage of each database; refuses a pair that is not the output of one finished run."""
+    for path in (hazy_db, clear_db):
+        if not os.path.isdir(path):
+            raise LmdbFormatError(f'LMDB folder does not exist: {path}')
+    hazy_marker, clear_marker = read_marker(hazy_db), read_marker(clear_db)
+    if hazy_marker is None and clear_marker is None:
+        return None, 'png', 'png'
+    if hazy_marker is None or clear_marker is None or hazy_marker.get('run_id') != clear_marker.get('run_id'):
+        raise LmdbFormatError(f'{hazy_db} and {clear_db} do not come from one complete run of '
+                              'scripts/prepare_lmdb.py (interrupted, or databases of different runs); '
+                              'run it again to finish the job')
+    return hazy_marker, hazy_marker.get('storage', 'png'), clear_marker.get('storage', 'png')
+
+
+def _report(problems, what):
+    shown = ', '.join(problems[:20]) + (f' ... and {len(problems) - 20} more' if len(problems) > 20 else '')
+    return f'{len(problems)} {what}: {shown}'
+
+
+def open_pairs(hazy_db, clear_db, check_stored=True):
+    """Every (hazy, clear) pair of a prepared set, as ``LmdbPair`` of two ``Entry``.
+
+    Prepared sets are paired through ``pairs.txt``; BasicSR's LMDBs (no markers) through identical
+    keys. Keys that meta_info lists but the database lacks are an error naming them.
+    """
+    marker, hazy_storage, clear_storage = _check_complete(hazy_db, clear_db)
+    hazy_entries = read_meta_info(hazy_db, hazy_storage)
+    clear_entries = read_meta_info(clear_db, clear_storage)
+    if marker is None:
+        names = [(e.name, e.name) for e in hazy_entries.values()]
+    else:
+        # The source file names (``0001_0.8_0.2.jpg``), which results are then named after.
+        names = read_pairs_file(hazy_db)
+
+    pairs, unknown = [], []
+    for hazy_name, clear_name in names:
+        hazy_key, clear_key = os.path.splitext(hazy_name)[0], os.path.splitext(clear_name)[0]
+        hazy, clear = hazy_entries.get(hazy_key), clear_entries.get(clear_key)
+        if hazy is None or clear is None:
+            unknown.append(f'{hazy_key}->{clear_key}')
+            continue
+        pairs.append(LmdbPair(hazy._replace(name=hazy_name), clear._replace(name=clear_name)))
+    if unknown:
+        raise LmdbFormatError(_report(unknown, f'pairs of {hazy_db} name keys that are not in the '
+                                      f'meta_info.txt of {hazy_db} / {clear_db}'))
+    if check_stored:
+        for db_path, entries in ((hazy_db, hazy_entries), (clear_db, clear_entries)):
+            lost = missing_keys(db_path, list(entries))
+            if lost:
+                raise LmdbFormatError(_report(lost, f'keys listed in {db_path}/{META_FILE} are missing '
+                                              'from the database'))
+    return pairs
+
+
+def decode_entry(value, entry, db_path):
+    """Pixels of one stored entry, in OpenCV channel order."""
+    where = f'{db_path} key {entry.key!r}'
+    if value is None:
+        raise LmdbFormatError(f'Key {entry.key!r} is listed in {db_path}/{META_FILE} but missing from the database')
+    if entry.storage == 'raw':
+        dtype = np.dtype(entry.dtype)
+        expected = int(np.prod(entry.shape)) * dtype.itemsize
+        if len(value) != expected:
+            raise ImageDecodeError(f'Raw entry of {len(value)} bytes, expected {expected} for shape '
+                                   f'{entry.shape}: {where}')
+        return np.frombuffer(value, dtype).reshape(entry.shape)
+    return decode_image(value, where)

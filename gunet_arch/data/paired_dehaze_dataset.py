@@ -1,0 +1,140 @@
+"""Hazy/clear pairs for training and validating dehazing networks with BasicSR."""
+import os
+import random
+
+import numpy as np
+from basicsr.data.transforms import augment
+from basicsr.utils import FileClient, get_root_logger, img2tensor
+from basicsr.utils.registry import DATASET_REGISTRY
+from torch.utils import data
+
+from .image_codec import decode_image, image_size, to_bgr, to_rgb_float
+from .lmdb_store import decode_entry, open_pairs, read_value
+from .lmdb_writer import PairSizeError, pair_size_problem
+from .pairing import pair_folders
+
+
+def edge_decay_start(size, crop, edge_decay):
+    """Start of a random crop along one axis, as the official gUNet loader draws it: with
+    probability ``edge_decay * crop / size`` the crop is snapped to either border (borders are
+    otherwise under-sampled by uniform crops), else it starts uniformly at random."""
+    if random.random() < crop / size * edge_decay:
+        return 0 if random.randint(0, 1) == 0 else size - crop
+    return random.randint(0, size - crop)
+
+
+def centre_crop(img, height, width):
+    top, left = (img.shape[0] - height) // 2, (img.shape[1] - width) // 2
+    return img[top:top + height, left:left + width, ...]
+
+
+@DATASET_REGISTRY.register()
+class PairedDehazeDataset(data.Dataset):
+    """Hazy (``lq``) and clear (``gt``) image pairs from folders or from prepared LMDBs.
+
+    Options (BasicSR's other dataset keys, e.g. ``name``, ``batch_size_per_gpu``, ``scale``, are
+    accepted and ignored):
+        dataroot_lq / dataroot_gt (str): hazy and clear folders, or ``hazy.lmdb`` / ``clear.lmdb``
+            written by ``scripts/prepare_lmdb.py`` (or BasicSR LMDBs with identical keys).
+        io_backend (dict): ``{type: disk}`` or ``{type: lmdb}``.
+        pairing (str): ``prefix`` or ``same_name`` for folders; detected from the names if absent.
+        skip_unpaired (bool): leave out hazy images without a clear partner (listed in the log)
+            instead of failing. Default: False.
+        phase (str): ``train`` takes random crops with augmentation; anything else does not.
+        gt_size (int): training crop size.
+        use_hflip, use_rot (bool): BasicSR's flip / rotation augmentation, same on both images.
+        edge_decay (float): probability weight for snapping training crops to a border. Default 0.
+        val_crop_size (int | None): centre crop outside training; None keeps the full image.
+
+    A clear image larger than its hazy image in both dimensions (SOTS-indoor) is centre-cropped
+    to the hazy size. Items: ``lq``, ``gt`` (float32 RGB CHW in [0, 1]), ``lq_path``, ``gt_path``.
+    """
+
+    def __init__(self, opt):
+        super().__init__()
+        self.opt = opt
+        self.io_backend_opt = dict(opt['io_backend'])
+        self.backend = self.io_backend_opt.pop('type')
+        self.lq_root, self.gt_root = opt['dataroot_lq'], opt['dataroot_gt']
+        self.phase = opt.get('phase', 'train')
+        self.gt_size = opt.get('gt_size')
+        self.edge_decay = float(opt.get('edge_decay', 0) or 0)
+        self.val_crop_size = opt.get('val_crop_size')
+        if self.phase == 'train' and not self.gt_size:
+            raise ValueError("PairedDehazeDataset: 'gt_size' is required for phase 'train'")
+        self.file_client = None
+
+        if self.backend == 'lmdb':
+            self.lmdb_pairs = open_pairs(self.lq_root, self.gt_root)
+            self._check_lmdb_sizes()
+            self.paths = [(p.hazy.name, p.clear.name) for p in self.lmdb_pairs]
+        elif self.backend == 'disk':
+            logger = get_root_logger()
+            pairs, _ = pair_folders(self.lq_root, self.gt_root, opt.get('pairing'),
+                                    skip_unpaired=opt.get('skip_unpaired', False), log=logger.warning)
+            self.paths = [(p.hazy_path, p.clear_path) for p in pairs]
+        else:
+            raise ValueError(f"PairedDehazeDataset: io_backend type must be 'disk' or 'lmdb', got {self.backend!r}")
+
+    def _check_lmdb_sizes(self):
+        """meta_info records every size, so size problems surface here rather than mid-training."""
+        problems = []
+        for p in self.lmdb_pairs:
+            hazy, clear = f'{self.lq_root}:{p.hazy.name}', f'{self.gt_root}:{p.clear.name}'
+            problem = pair_size_problem(hazy, p.hazy.shape[:2], clear, p.clear.shape[:2])
+            if problem is None:
+                problem = self._too_small(hazy, p.hazy.shape[:2])
+            if problem:
+                problems.append(problem)
+        if problems:
+            raise PairSizeError(f'{len(problems)} problem pairs; first: ' + '; '.join(problems[:5]))
+
+    def _too_small(self, name, hw):
+        need = self.gt_size if self.phase == 'train' else self.val_crop_size
+        if need and (hw[0] < need or hw[1] < need):
+            which = 'gt_size' if self.phase == 'train' else 'val_crop_size'
+            return f'Image {name} is {hw[0]}x{hw[1]} (HxW), smaller than {which} {need}'
+        return None
+
+    def __len__(self):
+        return len(self.paths)
+
+    def _load(self, index):
+        if self.backend == 'lmdb':
+            # Not FileClient: see lmdb_store.readonly_env for why handles are shared per process.
+            pair = self.lmdb_pairs[index]
+            hazy = decode_entry(read_value(self.lq_root, pair.hazy.key), pair.hazy, self.lq_root)
+            clear = decode_entry(read_value(self.gt_root, pair.clear.key), pair.clear, self.gt_root)
+            return hazy, clear
+        if self.file_client is None:
+            self.file_client = FileClient('disk', **self.io_backend_opt)
+        lq_path, gt_path = self.paths[index]
+        return (decode_image(self.file_client.get(lq_path), lq_path),
+                decode_image(self.file_client.get(gt_path), gt_path))
+
+    def __getitem__(self, index):
+        lq_path, gt_path = self.paths[index]
+        hazy, clear = self._load(index)
+        h, w = image_size(hazy)
+        if image_size(clear) != (h, w):
+            problem = pair_size_problem(lq_path, (h, w), gt_path, image_size(clear))
+            if problem:
+                raise PairSizeError(problem)
+            clear = centre_crop(clear, h, w)
+
+        problem = self._too_small(lq_path, (h, w))
+        if problem:
+            raise ValueError(problem)
+        if self.phase == 'train':
+            size = self.gt_size
+            top = edge_decay_start(h, size, self.edge_decay)
+            left = edge_decay_start(w, size, self.edge_decay)
+            # A copy of each crop: BasicSR's augment flips in place, and stored raw pixels are
+            # read-only views of the database.
+            hazy, clear = (to_bgr(img[top:top + size, left:left + size, ...].copy()) for img in (hazy, clear))
+            hazy, clear = augment([hazy, clear], self.opt.get('use_hflip', False), self.opt.get('use_rot', False))
+        elif self.val_crop_size:
+            hazy, clear = (centre_crop(img, self.val_crop_size, self.val_crop_size) for img in (hazy, clear))
+
+        lq, gt = img2tensor([to_rgb_float(hazy), to_rgb_float(clear)], bgr2rgb=False, float32=True)
+        return {'lq': lq, 'gt': gt, 'lq_path': lq_path, 'gt_path': gt_path}

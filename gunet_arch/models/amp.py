@@ -1,0 +1,52 @@
+"""Mixed precision from ``train.amp: {enabled: bool, dtype: float16|bfloat16}``.
+
+float16 needs loss scaling (a GradScaler, whose state travels with the training state);
+bfloat16 has float32's range and needs none. CPUs have no float16 autocast worth using, so there
+float16 falls back to bfloat16, with one warning.
+"""
+import warnings
+
+import torch
+
+AMP_KEYS = ('enabled', 'dtype')
+AMP_DTYPES = {'float16': torch.float16, 'fp16': torch.float16, 'bfloat16': torch.bfloat16, 'bf16': torch.bfloat16}
+
+
+def check_amp_options(amp_opt):
+    """Raise ValueError naming the offending ``train.amp`` key."""
+    if amp_opt is None or isinstance(amp_opt, bool):
+        return
+    if not isinstance(amp_opt, dict):
+        raise ValueError(f'train.amp must be a mapping with keys {", ".join(AMP_KEYS)}; got {amp_opt!r}')
+    unknown = sorted(set(amp_opt) - set(AMP_KEYS))
+    if unknown:
+        raise ValueError(f'train.amp: unknown key(s) {", ".join(map(repr, unknown))}; valid keys: {", ".join(AMP_KEYS)}')
+    if str(amp_opt.get('dtype', 'float16')).lower() not in AMP_DTYPES:
+        raise ValueError(f'train.amp.dtype: {amp_opt.get("dtype")!r} is not one of float16, bfloat16')
+
+
+class AmpSettings:
+    """What autocast and loss scaling to use on ``device``."""
+
+    def __init__(self, amp_opt, device):
+        check_amp_options(amp_opt)
+        amp_opt = {'enabled': amp_opt} if isinstance(amp_opt, bool) else (amp_opt or {})
+        self.device_type = torch.device(device).type
+        self.enabled = bool(amp_opt.get('enabled', False))
+        self.dtype = AMP_DTYPES[str(amp_opt.get('dtype', 'float16')).lower()]
+        if self.enabled and self.dtype == torch.float16 and self.device_type != 'cuda':
+            warnings.warn('train.amp: float16 autocast needs CUDA; training on CPU with bfloat16 instead',
+                          RuntimeWarning, stacklevel=2)
+            self.dtype = torch.bfloat16
+        self.use_scaler = self.enabled and self.dtype == torch.float16
+
+    def autocast(self):
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype, enabled=self.enabled)
+
+    def make_scaler(self):
+        return torch.amp.GradScaler('cuda') if self.use_scaler else None
+
+    def __repr__(self):
+        if not self.enabled:
+            return 'off'
+        return f'{str(self.dtype).replace("torch.", "")}{" with loss scaling" if self.use_scaler else ""}'

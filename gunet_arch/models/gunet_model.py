@@ -1,0 +1,358 @@
+"""GUNetModel: BasicSR's SRModel with gUNet's training recipe.
+
+On top of SRModel (checkpoints with params/params_ema, EMA, validation, loggers) it adds AdamW,
+the WarmupCosineLR schedule, mixed precision, FrozenBN, SyncBN for small per-GPU batches,
+skipping of NaN/Inf steps, CPU (gloo) DDP, crash-safe checkpoints, and validation/testing on
+float outputs with a per-image CSV.
+"""
+import csv
+import os
+import warnings
+from collections import OrderedDict
+from os import path as osp
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DataParallel, DistributedDataParallel
+from tqdm import tqdm
+
+from basicsr.metrics import calculate_metric
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger, imwrite, tensor2img
+from basicsr.utils.dist_util import master_only
+from basicsr.utils.registry import MODEL_REGISTRY
+
+from gunet_arch.atomic import atomic_path, atomic_torch_save
+from .amp import AmpSettings
+from .frozen_bn import bn_buffers, restore_bn_buffers, set_frozen_bn
+from .lr_scheduler import LR_SCHEDULER_REGISTRY, build_scheduler
+from .option_checks import check_options
+from .sync_bn import convert_sync_batchnorm
+
+# Metrics that read float images in [0, 1]; every other metric gets BasicSR's uint8 images.
+FLOAT_METRICS = ('calculate_psnr_dehaze', 'calculate_ssim_dehaze')
+# The per-GPU batch below which BatchNorm statistics are too noisy without synchronisation.
+SYNC_BN_BATCH = 16
+# Keys of network_g that do not change the weights (a resume may differ in these).
+_LAYOUT_ONLY_KEYS = ('channels_last', )
+
+
+def _network_signature(net_opt):
+    """network_g options reduced to what decides the shapes of the weights."""
+    sig = {k: v for k, v in dict(net_opt).items() if k not in _LAYOUT_ONLY_KEYS}
+    if sig.get('type') == 'GUNet' and sig.get('depths') is None:
+        from gunet_arch.archs import variant_depths
+        sig['depths'] = variant_depths(sig.pop('variant', 't'))
+    sig.pop('variant', None)
+    if sig.get('depths') is not None:
+        sig['depths'] = [int(d) for d in sig['depths']]
+    return sig
+
+
+@MODEL_REGISTRY.register()
+class GUNetModel(SRModel):
+    """gUNet training and testing through BasicSR (see the module docstring for what it adds)."""
+
+    def __init__(self, opt):
+        if opt.get('num_gpu', 0) != 0 and not torch.cuda.is_available():
+            warnings.warn(f'num_gpu is {opt["num_gpu"]} but CUDA is not available: running on the CPU',
+                          RuntimeWarning, stacklevel=2)
+            opt['num_gpu'] = 0
+        check_options(opt)
+        self.bad_steps = 0
+        self.bad_steps_in_a_row = 0
+        self.bn_frozen = False
+        self.scaler = None
+        super().__init__(opt)
+
+    # -- devices and distribution ---------------------------------------------------------------
+    def _use_sync_bn(self):
+        setting = self.opt.get('sync_bn', 'auto')
+        if not self.opt['dist'] or not self.is_train or setting is False:
+            return False, 'not distributed' if not self.opt['dist'] else 'sync_bn is false'
+        if setting is True:
+            return True, 'sync_bn is true'
+        batch = self.opt['datasets']['train']['batch_size_per_gpu']
+        if batch < SYNC_BN_BATCH:
+            return True, f'batch_size_per_gpu {batch} < {SYNC_BN_BATCH}'
+        return False, f'batch_size_per_gpu {batch} >= {SYNC_BN_BATCH}'
+
+    def model_to_device(self, net):
+        """BasicSR's version, plus SyncBN, and DDP without ``device_ids`` on the CPU (BasicSR
+        passes the current CUDA device, which fails without CUDA)."""
+        net = net.to(self.device)
+        if self.opt['dist']:
+            use_sync, reason = self._use_sync_bn()
+            if use_sync:
+                net = convert_sync_batchnorm(net, self.device)
+            get_root_logger().info(f'SyncBN: {"on" if use_sync else "off"} ({reason}).')
+            kwargs = {'find_unused_parameters': self.opt.get('find_unused_parameters', False)}
+            if self.device.type == 'cuda':
+                kwargs['device_ids'] = [torch.cuda.current_device()]
+            net = DistributedDataParallel(net, **kwargs)
+        elif self.opt['num_gpu'] > 1:
+            net = DataParallel(net)
+        return net
+
+    # -- optimisation setup ----------------------------------------------------------------------
+    def init_training_settings(self):
+        train_opt = self.opt['train']
+        self.amp = AmpSettings(train_opt.get('amp'), self.device)
+        self.scaler = self.amp.make_scaler()
+        self.frozen_bn_iter = train_opt.get('frozen_bn_iter')
+        self.max_bad_steps = int(train_opt.get('max_bad_steps') or 10)
+        super().init_training_settings()
+        logger = get_root_logger()
+        logger.info(f'Mixed precision: {self.amp}. FrozenBN from iteration: {self.frozen_bn_iter}. '
+                    f'Stop after {self.max_bad_steps} NaN/Inf steps in a row.')
+
+    def get_optimizer(self, optim_type, params, lr, **kwargs):
+        # basicsr 1.4.2 knows only Adam; gUNet trains with AdamW.
+        if optim_type == 'AdamW':
+            return torch.optim.AdamW(params, lr, **kwargs)
+        if optim_type == 'Adam':
+            return torch.optim.Adam(params, lr, **kwargs)
+        return super().get_optimizer(optim_type, params, lr, **kwargs)
+
+    def setup_schedulers(self):
+        # BasicSR's setup_schedulers only knows its own types: ours come from our registry.
+        sched_opt = dict(self.opt['train']['scheduler'])
+        sched_type = sched_opt.pop('type')
+        if sched_type not in LR_SCHEDULER_REGISTRY:
+            return super().setup_schedulers()
+        for optimizer in self.optimizers:
+            self.schedulers.append(build_scheduler(sched_type, optimizer, **sched_opt))
+
+    # -- training step ---------------------------------------------------------------------------
+    def _apply_frozen_bn(self, current_iter):
+        frozen = self.frozen_bn_iter is not None and current_iter >= self.frozen_bn_iter
+        if frozen and not self.bn_frozen:
+            get_root_logger().info(f'FrozenBN from iteration {current_iter}: BatchNorm uses its running statistics.')
+        self.bn_frozen = frozen
+        set_frozen_bn(self.net_g, frozen)
+
+    def _agreed_finite(self, loss):
+        """Whether the loss is finite on every process (all must skip a step together)."""
+        flag = torch.isfinite(loss.detach()).all().to(torch.float32).reshape(1)
+        if self.opt['dist']:
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
+
+    def optimize_parameters(self, current_iter):
+        self._apply_frozen_bn(current_iter)
+        saved_bn = bn_buffers(self.net_g)
+        self.optimizer_g.zero_grad(set_to_none=True)
+        with self.amp.autocast():
+            self.output = self.net_g(self.lq)
+        output = self.output.float()
+
+        l_total = 0
+        loss_dict = OrderedDict()
+        if self.cri_pix:
+            l_pix = self.cri_pix(output, self.gt)
+            l_total += l_pix
+            loss_dict['l_pix'] = l_pix
+        if self.cri_perceptual:
+            l_percep, l_style = self.cri_perceptual(output, self.gt)
+            if l_percep is not None:
+                l_total += l_percep
+                loss_dict['l_percep'] = l_percep
+            if l_style is not None:
+                l_total += l_style
+                loss_dict['l_style'] = l_style
+
+        finite = self._agreed_finite(l_total)
+        if finite:
+            if self.scaler is not None:
+                self.scaler.scale(l_total).backward()
+                self.scaler.step(self.optimizer_g)  # skips the step itself on overflowing gradients
+                self.scaler.update()
+            else:
+                l_total.backward()
+                self.optimizer_g.step()
+            self.bad_steps_in_a_row = 0
+            if self.ema_decay > 0:
+                self.model_ema(decay=self.ema_decay)
+        else:
+            self._skip_bad_step(current_iter, l_total, saved_bn)
+
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if self.bad_steps:
+            self.log_dict['bad_steps'] = self.bad_steps
+
+    def _skip_bad_step(self, current_iter, loss, saved_bn):
+        """No backward, no optimizer step, and the BatchNorm statistics the forward pass changed
+        are put back: the step leaves no trace but its count. Every process takes this branch
+        together, so DDP stays in step (it tolerates a forward pass without a backward)."""
+        self.optimizer_g.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            restore_bn_buffers(saved_bn)
+        self.bad_steps += 1
+        self.bad_steps_in_a_row += 1
+        logger = get_root_logger()
+        logger.warning(f'Iteration {current_iter}: loss is {loss.item()}; step skipped '
+                       f'({self.bad_steps_in_a_row} in a row, {self.bad_steps} in all).')
+        if self.bad_steps_in_a_row >= self.max_bad_steps:
+            raise RuntimeError(
+                f'Training stopped at iteration {current_iter}: {self.bad_steps_in_a_row} steps in a row had a '
+                f'NaN/Inf loss (train.max_bad_steps = {self.max_bad_steps}). No weights were changed by those '
+                f'steps; the last checkpoint in {self.opt["path"].get("models")} is intact. Check the data, '
+                'lower the learning rate, or switch train.amp off or to bfloat16.')
+
+    # -- inference and validation ------------------------------------------------------------------
+    def test(self):
+        """Full-size forward in fp32, clamped to [0, 1]. Uses the bare network: under DDP only
+        rank 0 validates, and the DDP wrapper would wait for the other ranks."""
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            self.output = net(self.lq).clamp_(0, 1)
+        net.train(was_training)
+        if net is not getattr(self, 'net_g_ema', None):
+            set_frozen_bn(net, self.bn_frozen)
+
+    def _image_metrics(self, output, gt):
+        """Every val.metrics value of one image; ours on floats, BasicSR's on uint8 as usual."""
+        results = OrderedDict()
+        uint8 = None
+        for name, metric_opt in self.opt['val']['metrics'].items():
+            if metric_opt['type'] in FLOAT_METRICS:
+                data = {'img': output.permute(1, 2, 0).numpy(), 'img2': gt.permute(1, 2, 0).numpy()}
+            else:
+                uint8 = uint8 or {'img': tensor2img([output]), 'img2': tensor2img([gt])}
+                data = uint8
+            results[name] = float(calculate_metric(data, metric_opt))
+        return results
+
+    def _save_path(self, img_name, dataset_name, current_iter):
+        if self.opt['is_train']:
+            return osp.join(self.opt['path']['visualization'], img_name, f'{img_name}_{current_iter}.png')
+        suffix = self.opt['val'].get('suffix') or self.opt['name']
+        return osp.join(self.opt['path']['visualization'], dataset_name, f'{img_name}_{suffix}.png')
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        dataset_name = dataloader.dataset.opt['name']
+        metrics_opt = self.opt['val'].get('metrics') or {}
+        with_metrics = bool(metrics_opt)
+        if with_metrics:
+            self._initialize_best_metric_results(dataset_name)
+        rows = []
+        pbar = tqdm(total=len(dataloader), unit='image') if self.opt['val'].get('pbar', False) else None
+        for val_data in dataloader:
+            img_name = osp.splitext(osp.basename(val_data['lq_path'][0]))[0]
+            self.feed_data(val_data)
+            self.test()
+            output = self.output.detach().float().cpu()[0]
+            gt = self.gt.detach().float().cpu()[0] if hasattr(self, 'gt') else None
+            if save_img:
+                with atomic_path(self._save_path(img_name, dataset_name, current_iter)) as tmp:
+                    imwrite(tensor2img([output]), tmp)
+            if with_metrics and gt is not None:
+                rows.append((img_name, self._image_metrics(output, gt)))
+            for name in ('lq', 'gt', 'output'):
+                if hasattr(self, name):
+                    delattr(self, name)
+            if pbar is not None:
+                pbar.update(1)
+                pbar.set_description(f'Test {img_name}')
+        if pbar is not None:
+            pbar.close()
+        if not with_metrics or not rows:
+            return
+        self.metric_results = {name: sum(r[name] for _, r in rows) / len(rows) for name in metrics_opt}
+        for name, value in self.metric_results.items():
+            self._update_best_metric_result(dataset_name, name, value, current_iter)
+        self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+        if not self.opt['is_train']:
+            self._write_metrics_csv(dataset_name, rows)
+
+    @master_only
+    def _write_metrics_csv(self, dataset_name, rows):
+        names = list(self.metric_results)
+        path = osp.join(self.opt['path']['results_root'], f'{dataset_name}_metrics.csv')
+        with atomic_path(path) as tmp, open(tmp, 'w', newline='') as f:
+            writer = csv.writer(f)
+            writer.writerow(['image'] + names)
+            for img_name, values in rows:
+                writer.writerow([img_name] + [f'{values[n]:.6f}' for n in names])
+            writer.writerow(['mean'] + [f'{self.metric_results[n]:.6f}' for n in names])
+        get_root_logger().info(f'Per-image metrics of {dataset_name} ({len(rows)} images): {path}')
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    @master_only
+    def save_network(self, net, net_label, current_iter, param_key='params'):
+        """BasicSR's format, written to a temporary name first: a run killed mid-write never
+        leaves a truncated checkpoint behind for --auto_resume to pick up."""
+        if current_iter == -1:
+            current_iter = 'latest'
+        save_path = osp.join(self.opt['path']['models'], f'{net_label}_{current_iter}.pth')
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        if len(nets) != len(keys):
+            raise ValueError('save_network: the numbers of networks and param keys differ')
+        save_dict = {}
+        for net_, key in zip(nets, keys):
+            state_dict = self.get_bare_model(net_).state_dict()
+            save_dict[key] = OrderedDict(
+                (k[len('module.'):] if k.startswith('module.') else k, v.cpu()) for k, v in state_dict.items())
+        atomic_torch_save(save_dict, save_path)
+
+    @master_only
+    def save_training_state(self, epoch, current_iter):
+        if current_iter == -1:
+            return
+        state = {
+            'epoch': epoch,
+            'iter': current_iter,
+            'optimizers': [o.state_dict() for o in self.optimizers],
+            'schedulers': [s.state_dict() for s in self.schedulers],
+            'amp_scaler': self.scaler.state_dict() if self.scaler is not None else None,
+            'bad_steps': self.bad_steps,
+            'network_g': _network_signature(self.opt['network_g']),
+        }
+        atomic_torch_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+    def resume_training(self, resume_state):
+        saved = resume_state.get('network_g')
+        current = _network_signature(self.opt['network_g'])
+        if saved is not None and saved != current:
+            raise ValueError(f'The training state was saved by another network ({saved}); this option file '
+                             f'builds {current}. Resume with the option file of that run, or start a new '
+                             'experiment name.')
+        try:
+            super().resume_training(resume_state)
+        except (AssertionError, ValueError, KeyError, RuntimeError) as err:
+            raise ValueError(f'The training state does not fit this model\'s optimizer/scheduler ({err}); '
+                             'it was probably saved by another network or training setup.') from err
+        scaler_state = resume_state.get('amp_scaler')
+        if self.scaler is not None and scaler_state:
+            self.scaler.load_state_dict(scaler_state)
+        elif scaler_state and self.scaler is None:
+            get_root_logger().info('The training state has a float16 loss-scaler state; not needed here, ignored.')
+        self.bad_steps = int(resume_state.get('bad_steps', 0))
+
+    def load_network(self, net, load_path, strict=True, param_key='params'):
+        """BasicSR's loader, with two additions: official gUNet checkpoints
+        (``{'state_dict': {'module.…': …}}``) load as they are, and a strict load (always
+        strict when resuming) fails with the first mismatching key before anything is loaded,
+        instead of a partial load."""
+        from gunet_arch.archs.official_weights import check_state_dict, extract_state_dict
+
+        if self.opt['path'].get('resume_state'):
+            strict = True
+        logger = get_root_logger()
+        checkpoint = torch.load(load_path, map_location='cpu', weights_only=True)
+        if param_key is not None and param_key not in checkpoint:
+            fallback = next((k for k in ('params', 'state_dict') if k in checkpoint), None)
+            if fallback is not None:
+                logger.info(f'Loading: {param_key} does not exist in {load_path}, use {fallback}.')
+                param_key = fallback
+        state_dict = extract_state_dict(checkpoint, param_key=param_key, source=load_path)
+        bare = self.get_bare_model(net)
+        logger.info(f'Loading {bare.__class__.__name__} model from {load_path}, with param key: [{param_key}].')
+        if strict:
+            check_state_dict(state_dict, bare, source=f'{load_path} (network_g: {dict(self.opt["network_g"])})')
+        else:
+            self._print_different_keys_loading(bare, state_dict, strict)
+        bare.load_state_dict(state_dict, strict=strict)

@@ -1,0 +1,26 @@
+"""Test gUNet with BasicSR's own test pipeline: dehazed images, per-image PSNR/SSIM in a CSV,
+and the means in the log, under results/<name>/.
+
+    python gunet_arch/test.py -opt options/test_gunet_s_sots_indoor.yml
+    python -m gunet_arch.test -opt ...
+"""
+import os.path as osp
+import sys
+
+PACKAGE_DIR = osp.dirname(osp.abspath(__file__))
+
+if __name__ == '__main__' and sys.path and osp.abspath(sys.path[0] or '.') == PACKAGE_DIR:
+    # See train.py: keep gunet_arch/'s own files from shadowing top-level modules.
+    sys.path[0] = osp.dirname(PACKAGE_DIR)
+
+
+def main():
+    import gunet_arch  # noqa: F401  (registers the plugin and applies the BasicSR fixes)
+    from basicsr.test import test_pipeline
+    from gunet_arch.train import output_root
+
+    test_pipeline(output_root())
+
+
+if __name__ == '__main__':
+    main()

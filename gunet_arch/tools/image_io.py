@@ -1,0 +1,178 @@
+"""Reading and writing photographs as they are: bit depth, gray/colour, alpha and orientation.
+
+OpenCV decodes the pixels (it keeps 16-bit samples, which Pillow cannot for colour images);
+Pillow reads the header for what OpenCV hides: the EXIF orientation (``IMREAD_UNCHANGED``
+ignores it) and whether a PNG was grayscale with alpha (OpenCV expands that to BGRA).
+Arrays are in OpenCV's channel order: gray H x W, BGR or BGRA H x W x C.
+"""
+import os
+import tempfile
+
+import cv2
+import numpy as np
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+EXIF_ORIENTATION_TAG = 0x0112
+_GRAY_MODES = ('1', 'L', 'LA', 'La', 'I', 'F', 'I;16', 'I;16B', 'I;16L', 'I;16N')
+
+
+class UnreadableImage(Exception):
+    """A file that is not an image this tool can decode."""
+
+
+def is_image_file(path):
+    return path.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _header(path):
+    """(orientation, is_gray) from the file header; (1, None) when Pillow cannot tell."""
+    try:
+        from PIL import Image
+    except ImportError:  # orientation then stays as stored
+        return 1, None
+    try:
+        with Image.open(path) as im:
+            orientation = int(im.getexif().get(EXIF_ORIENTATION_TAG, 1) or 1)
+            return orientation, im.mode in _GRAY_MODES
+    except Exception:  # noqa: BLE001 - a header Pillow cannot parse is not an error for OpenCV
+        return 1, None
+
+
+def _decode_with_pillow(path):
+    from PIL import Image
+    with Image.open(path) as im:
+        im.load()
+        if im.mode in ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I'):
+            return np.asarray(im).astype(np.uint16)
+        if im.mode in ('1', 'L', 'P') and 'transparency' not in im.info:
+            return np.asarray(im.convert('L'))
+        if im.mode == 'LA':
+            return np.asarray(im)[..., 0]  # caller handles alpha via the BGRA path below
+        rgba = im.mode in ('RGBA', 'LA', 'PA', 'P')
+        arr = np.asarray(im.convert('RGBA' if rgba else 'RGB'))
+        return cv2.cvtColor(arr, cv2.COLOR_RGBA2BGRA if rgba else cv2.COLOR_RGB2BGR)
+
+
+def apply_exif_orientation(img, orientation):
+    """Turn ``img`` the way image viewers do for EXIF ``orientation`` (1..8)."""
+    ops = {
+        1: lambda a: a,
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: np.swapaxes(a, 0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: np.swapaxes(a[::-1, ::-1], 0, 1),
+        8: lambda a: np.rot90(a, 1),
+    }
+    return np.ascontiguousarray(ops.get(orientation, ops[1])(img))
+
+
+def read_image(path):
+    """The image at ``path`` as stored (uint8/uint16/float32; gray, BGR or BGRA), upright."""
+    if not os.path.isfile(path):
+        raise UnreadableImage(f'{path}: no such file')
+    orientation, is_gray = _header(path)
+    img = None
+    try:
+        img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        img = None
+    if img is None:
+        try:
+            img = _decode_with_pillow(path)
+        except Exception as err:  # noqa: BLE001 - every decoder failure means the same to the caller
+            raise UnreadableImage(f'{path}: cannot decode image ({err.__class__.__name__}: {err})') from None
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (3, 4)) or min(img.shape[:2]) < 1:
+        raise UnreadableImage(f'{path}: unsupported image layout {img.shape}')
+    if img.dtype not in (np.uint8, np.uint16, np.float32):
+        raise UnreadableImage(f'{path}: unsupported sample type {img.dtype}')
+    if is_gray and img.ndim == 3:
+        # A gray(+alpha) file that OpenCV expanded to BGR(A): keep it gray, with its alpha.
+        img = img[..., 0] if img.shape[2] == 3 else np.dstack([img[..., 0], img[..., 3]])
+    return apply_exif_orientation(img, orientation)
+
+
+def to_float(img):
+    """Samples scaled to [0, 1] as float32, whatever the bit depth."""
+    if img.dtype == np.uint8:
+        return img.astype(np.float32) / 255.0
+    if img.dtype == np.uint16:
+        return img.astype(np.float32) / 65535.0
+    return np.clip(img.astype(np.float32), 0.0, 1.0)
+
+
+def from_float(img, dtype):
+    """Inverse of :func:`to_float`: clip, scale and round into ``dtype``."""
+    img = np.clip(img, 0.0, 1.0)
+    if dtype == np.uint8:
+        return np.round(img * 255.0).astype(np.uint8)
+    if dtype == np.uint16:
+        return np.round(img * 65535.0).astype(np.uint16)
+    return img.astype(np.float32)
+
+
+def encode_image(img, ext):
+    """``img`` encoded for extension ``ext`` ('.png', ...). A gray+alpha image is written as
+    PNG/TIFF gray with alpha where the format has it, else as BGRA."""
+    ext = ext.lower()
+    if img.ndim == 3 and img.shape[2] == 2:
+        if ext in ('.png', '.tif', '.tiff'):
+            return _encode_gray_alpha(img, ext)
+        img = np.dstack([img[..., 0]] * 3 + [img[..., 1]])  # formats without gray+alpha get BGRA
+    params = []
+    if ext in ('.jpg', '.jpeg'):
+        params = [cv2.IMWRITE_JPEG_QUALITY, 95]
+        if img.dtype != np.uint8:
+            img = from_float(to_float(img), np.uint8)
+    elif ext == '.webp':
+        params = [cv2.IMWRITE_WEBP_QUALITY, 101]  # lossless, so alpha and detail survive
+        if img.dtype != np.uint8:
+            img = from_float(to_float(img), np.uint8)
+    elif ext == '.bmp' and img.dtype != np.uint8:
+        img = from_float(to_float(img), np.uint8)
+    ok, buf = cv2.imencode(ext, img, params)
+    if not ok:
+        raise ValueError(f'cannot encode a {img.dtype} {img.shape} image as {ext}')
+    return buf.tobytes()
+
+
+def _encode_gray_alpha(img, ext):
+    """OpenCV cannot write gray+alpha; Pillow can for 8-bit. 16-bit gray+alpha goes through
+    OpenCV as BGRA (the colour channels stay equal, so it still looks gray)."""
+    import io
+    if img.dtype == np.uint8:
+        from PIL import Image
+        out = io.BytesIO()
+        Image.fromarray(img, 'LA').save(out, format='PNG' if ext == '.png' else 'TIFF')
+        return out.getvalue()
+    bgra = np.dstack([img[..., 0]] * 3 + [img[..., 1]])
+    ok, buf = cv2.imencode(ext, bgra)
+    if not ok:
+        raise ValueError(f'cannot encode a {img.dtype} gray+alpha image as {ext}')
+    return buf.tobytes()
+
+
+def write_atomic(path, data):
+    """Write bytes to ``path`` through a hidden temporary file in the same folder and a rename,
+    so a killed process leaves either the old file or the complete new one, never a torn one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.partial', dir=folder)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_image(path, img):
+    """Encode ``img`` for ``path``'s extension and write it atomically."""
+    write_atomic(path, encode_image(img, os.path.splitext(path)[1]))

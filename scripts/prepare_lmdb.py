@@ -1,0 +1,63 @@
+"""Prepare a dehazing set as OUTPUT/hazy.lmdb + OUTPUT/clear.lmdb for PairedDehazeDataset.
+
+    python scripts/prepare_lmdb.py --dataset its --hazy datasets/ITS/hazy --clear datasets/ITS/clear \
+        --output datasets/ITS/lmdb [--storage raw] [--verify]
+    python scripts/prepare_lmdb.py --verify --output datasets/ITS/lmdb      # check an existing one
+
+See datasets/README.md for every set's layout and command.
+"""
+import argparse
+import os
+import sys
+
+from gunet_arch.data.lmdb_store import CLEAR_DB, HAZY_DB
+from gunet_arch.data.lmdb_writer import DATASET_PRESETS, format_summary, prepare_lmdb, verify_lmdb
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--dataset', choices=list(DATASET_PRESETS), default='paired',
+                        help='which set the folders hold; picks the hazy-to-clear name rule')
+    parser.add_argument('--hazy', nargs='+', help='folder(s) of hazy images (OTS: all its part* folders)')
+    parser.add_argument('--clear', nargs='+', help='folder(s) of clear (ground-truth) images')
+    parser.add_argument('--output', required=True, help='folder to write hazy.lmdb and clear.lmdb into')
+    parser.add_argument('--storage', choices=['png', 'raw'], default='png',
+                        help='png: BasicSR format, compact; raw: undecoded pixels, several times '
+                        'larger on disk and several times faster to load')
+    parser.add_argument('--pairing', choices=['prefix', 'same_name'], help="override the dataset's name rule")
+    parser.add_argument('--compress-level', type=int, default=1, help='PNG compression level (0-9)')
+    parser.add_argument('--workers', type=int, help='encoding processes (default: all cores)')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing output')
+    parser.add_argument('--verify', action='store_true', help='decode every entry and print a summary')
+    parser.add_argument('--skip-unpaired', action='store_true',
+                        help='list hazy images without a clear partner and leave them out')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    args = parser.parse_args(argv)
+    if (args.hazy is None) != (args.clear is None):
+        parser.error('--hazy and --clear go together')
+    if args.hazy is None and not args.verify:
+        parser.error('give --hazy and --clear to prepare, or --verify alone to check an existing output')
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        if args.hazy is None:
+            summary = verify_lmdb(os.path.join(args.output, HAZY_DB), os.path.join(args.output, CLEAR_DB),
+                                  workers=args.workers, progress=not args.no_progress)
+            print(format_summary(summary))
+        else:
+            prepare_lmdb(args.hazy, args.clear, args.output, dataset=args.dataset, storage=args.storage,
+                         pairing=args.pairing, overwrite=args.overwrite, verify=args.verify,
+                         skip_unpaired=args.skip_unpaired, workers=args.workers,
+                         compress_level=args.compress_level, progress=not args.no_progress)
+    except (OSError, ValueError) as err:
+        # Bad input is reported as one line naming the file, not as a traceback.
+        print(f'error: {err}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
