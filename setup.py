@@ -24,7 +24,7 @@ setup(
     ],
     extras_require={
         'test': ['pytest', 'scikit-image'],
-        'deploy': ['onnx', 'onnxruntime'],
+        'deploy': ['onnx', 'onnxscript', 'onnxruntime'],
     },
     license='MIT',
 )

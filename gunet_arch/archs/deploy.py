@@ -5,8 +5,9 @@ by two 1x1 convs (Wv's and Wg's first conv), so it folds into their weights and 
 The folded block then runs without autograd and in place: on CPU a fresh multi-megabyte
 activation costs page faults on every allocation, so reusing the conv outputs for the gate, the
 product and the residual sum saves most of the elementwise time.
-What was measured and left out (see scripts/benchmark.py): merging Wv/Wg's 1x1 convs into one
-does not pay in channels_last.
+What was measured and left out: merging Wv/Wg's 1x1 convs into one does not pay in
+channels_last; torch.jit's optimize_for_inference was slower; torch.compile gained little on top
+of this and takes minutes to compile on a small CPU.
 """
 import torch
 from torch import nn
@@ -64,6 +65,11 @@ def deploy_gunet(net):
             if isinstance(block, BasicBlock):
                 fold_bn_into_convs(block.norm, [block.conv.Wv[0], block.conv.Wg[0]])
                 layer.blocks[i] = DeployedBlock(block)
+    # Measured (scripts/benchmark.py, and an H100 in fp32): channels_last is what makes the CPU
+    # fast, while cuDNN runs this inference graph faster in NCHW. Pick by where the weights are.
+    on_cpu = next(net.parameters()).device.type == 'cpu'
+    net.channels_last = on_cpu
+    net.to(memory_format=torch.channels_last if on_cpu else torch.contiguous_format)
     net.deployed = True
     for p in net.parameters():
         p.requires_grad_(False)

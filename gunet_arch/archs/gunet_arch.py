@@ -221,8 +221,7 @@ class GUNet(nn.Module):
         h, w = x.shape[-2:]
         ph = max(-h % self.pad_multiple, self.min_size - h)
         pw = max(-w % self.pad_multiple, self.min_size - w)
-        if ph == 0 and pw == 0:
-            return x
+        # No early return for a zero pad: an exported graph (ONNX, dynamic H/W) must pad every size.
         mode = 'reflect' if ph < h and pw < w else 'replicate'
         return F.pad(x, (0, pw, 0, ph), mode=mode)
 
