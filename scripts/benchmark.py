@@ -65,11 +65,13 @@ class OfficialWrapper(nn.Module):
     def __init__(self, official, pad_like):
         super().__init__()
         self.official = official
-        self.pad_like = pad_like
+        # Only the padding rule of our GUNet, not the module (its weights must not be counted).
+        self.pad = types.MethodType(GUNet.pad, types.SimpleNamespace(
+            pad_multiple=pad_like.pad_multiple, min_size=pad_like.min_size))
 
     def forward(self, x):
         h, w = x.shape[-2:]
-        y = self.official(self.pad_like.pad(x * 2 - 1))[..., :h, :w]
+        y = self.official(self.pad(x * 2 - 1))[..., :h, :w]
         return y * 0.5 + 0.5
 
 
@@ -194,7 +196,7 @@ def compare_gradients(a, b, x, y):
         loss = F.l1_loss(net(x), y)
         loss.backward()
         losses.append(loss.item())
-        grads.append({n: p.grad.detach().clone() for n, p in net.named_parameters()})
+        grads.append({n.removeprefix('official.'): p.grad.detach().clone() for n, p in net.named_parameters()})
     grad_diff = max((grads[0][n] - grads[1][n]).abs().max().item() for n in grads[0])
     return abs(losses[0] - losses[1]), grad_diff
 

@@ -21,9 +21,9 @@ def parse_args(argv=None):
     parser.add_argument('--hazy', nargs='+', help='folder(s) of hazy images (OTS: all its part* folders)')
     parser.add_argument('--clear', nargs='+', help='folder(s) of clear (ground-truth) images')
     parser.add_argument('--output', required=True, help='folder to write hazy.lmdb and clear.lmdb into')
-    parser.add_argument('--storage', choices=['png', 'raw'], default='png',
-                        help='png: BasicSR format, compact; raw: undecoded pixels, several times '
-                        'larger on disk and several times faster to load')
+    parser.add_argument('--storage', choices=['auto', 'png', 'raw'], default='auto',
+                        help='auto: PNG (BasicSR format), JPEG files kept as they are; png: PNG for '
+                        'every file; raw: undecoded pixels, larger on disk and several times faster to load')
     parser.add_argument('--pairing', choices=['prefix', 'same_name'], help="override the dataset's name rule")
     parser.add_argument('--compress-level', type=int, default=1, help='PNG compression level (0-9)')
     parser.add_argument('--workers', type=int, help='encoding processes (default: all cores)')

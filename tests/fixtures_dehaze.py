@@ -10,6 +10,7 @@ from collections import namedtuple
 
 import cv2
 import numpy as np
+import torch
 
 HAZY_HW = (32, 40)
 # One expected pair: file names, the haze level k that hazy_from_clear takes, and the blue code of
@@ -46,17 +47,19 @@ def write_image(path, img):
     assert cv2.imwrite(path, img, params), path
 
 
-def _build(root, dataset, hazy_sub, clear_sub, names, clear_hw=HAZY_HW):
-    """names: list of (hazy file name, clear file name, k); the clear code follows the clear name."""
+def _build(root, dataset, hazy_sub, clear_sub, names, clear_hw=HAZY_HW, scene_of=None):
+    """names: list of (hazy file name, clear file name, k). Each scene (by default each clear
+    name) gets its own blue code; clear files of one scene are copies of one image."""
     hazy_dir, clear_dir = os.path.join(root, hazy_sub), os.path.join(root, clear_sub)
+    scene_of = scene_of or (lambda clear_name: clear_name)
     codes, pairs = {}, []
     for hazy_name, clear_name, k in names:
-        if clear_name not in codes:
-            codes[clear_name] = 30 * (len(codes) + 1)
-            write_image(os.path.join(clear_dir, clear_name), clear_pixels(codes[clear_name], clear_hw))
-        clear = clear_pixels(codes[clear_name], clear_hw)
+        code = codes.setdefault(scene_of(clear_name), 30 * (len(codes) + 1))
+        clear = clear_pixels(code, clear_hw)
+        if not os.path.exists(os.path.join(clear_dir, clear_name)):
+            write_image(os.path.join(clear_dir, clear_name), clear)
         write_image(os.path.join(hazy_dir, hazy_name), hazy_from_clear(centre(clear, HAZY_HW), k))
-        pairs.append(ExpectedPair(hazy_name, clear_name, k, codes[clear_name]))
+        pairs.append(ExpectedPair(hazy_name, clear_name, k, code))
     lossy = any(n.endswith('.jpg') for n, _, _ in names)
     return FixtureSet(dataset, hazy_dir, clear_dir, sorted(pairs), clear_hw, lossy)
 
@@ -106,10 +109,36 @@ def make_rshaze(root):
 
 
 def make_official_rearranged(root):
-    """The official gUNet layout: <set>/IN and <set>/GT with identical names (one GT copy per
-    hazy image)."""
+    """The official gUNet layout: <set>/IN and <set>/GT with identical names, GT holding one copy
+    of the clear image per hazy image (2 scenes here, 4 GT files)."""
     names = [(f'{i}_{k}_0.{k}5.png', f'{i}_{k}_0.{k}5.png', k) for i in (1, 2) for k in (0, 1)]
-    return _build(root, 'paired', 'data/ITS/IN', 'data/ITS/GT', names)
+    return _build(root, 'paired', 'data/ITS/IN', 'data/ITS/GT', names, scene_of=lambda name: name.split('_')[0])
+
+
+def make_mixed_formats(root):
+    """Same-name pairs in other pixel formats: gray hazy, RGBA clear, 16-bit clear (8x8)."""
+    hazy_dir, clear_dir = os.path.join(root, 'IN'), os.path.join(root, 'GT')
+    clear = clear_pixels(60, (8, 8))
+    write_image(os.path.join(clear_dir, 'gray.png'), clear)
+    write_image(os.path.join(hazy_dir, 'gray.png'), cv2.cvtColor(clear, cv2.COLOR_BGR2GRAY))
+    write_image(os.path.join(clear_dir, 'rgba.png'), cv2.cvtColor(clear, cv2.COLOR_BGR2BGRA))
+    write_image(os.path.join(hazy_dir, 'rgba.png'), clear)
+    deep = np.full((8, 8, 3), 65535, np.uint16)
+    deep[..., 0] = 32768
+    write_image(os.path.join(clear_dir, 'deep.png'), deep)
+    write_image(os.path.join(hazy_dir, 'deep.png'), np.full((8, 8, 3), 255, np.uint8))
+    return hazy_dir, clear_dir
+
+
+def check_mixed_formats(ds):
+    """Items of make_mixed_formats' set: all RGB float, 16-bit scaled by 65535."""
+    items = {os.path.basename(item['lq_path']): item for item in ds}
+    gray = items['gray.png']['lq']
+    assert gray.shape == (3, 8, 8) and torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
+    assert torch.equal(items['rgba.png']['gt'], items['rgba.png']['lq'])
+    deep_gt = items['deep.png']['gt']
+    assert torch.allclose(deep_gt[0], torch.tensor(1.0)) and torch.allclose(deep_gt[2], torch.tensor(32768 / 65535))
+    assert torch.equal(items['deep.png']['lq'], torch.ones(3, 8, 8))
 
 
 MAKERS = {
@@ -124,8 +153,10 @@ def to_uint8(tensor):
     return arr[..., ::-1]
 
 
-def check_item(item, expected, lossy=False):
-    """Assert that a dataset item is an aligned pair of ``expected``; returns gt as uint8 BGR."""
+def check_item(item, expected, lossy=False, same_clear_content=False):
+    """Assert that a dataset item is an aligned pair of ``expected``; returns gt as uint8 BGR.
+    ``same_clear_content``: gt may come from any copy of the expected clear image (an LMDB
+    stores copies once)."""
     lq, gt = to_uint8(item['lq']), to_uint8(item['gt'])
     assert lq.shape == gt.shape
     want = hazy_from_clear(gt, expected.k)
@@ -140,5 +171,6 @@ def check_item(item, expected, lossy=False):
         np.testing.assert_array_equal(lq, want)
         assert (gt[..., 0] == expected.code).all()
     assert os.path.basename(item['lq_path']) == expected.hazy
-    assert os.path.basename(item['gt_path']) == expected.clear
+    if not same_clear_content:
+        assert os.path.basename(item['gt_path']) == expected.clear
     return gt

@@ -2,7 +2,6 @@
 import os
 import random
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -10,8 +9,8 @@ import torch
 import gunet_arch  # noqa: F401  (registers the dataset)
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.utils.registry import DATASET_REGISTRY
-from fixtures_dehaze import (HAZY_HW, MAKERS, ExpectedPair, centre, check_item, clear_pixels, hazy_from_clear,
-                             make_its, make_sots_indoor, to_uint8, write_image)
+from fixtures_dehaze import (HAZY_HW, MAKERS, ExpectedPair, centre, check_item, check_mixed_formats, clear_pixels,
+                             hazy_from_clear, make_its, make_mixed_formats, make_sots_indoor, to_uint8, write_image)
 from gunet_arch.data.image_codec import ImageDecodeError
 from gunet_arch.data.paired_dehaze_dataset import PairedDehazeDataset, edge_decay_start
 from gunet_arch.data.pairing import PairingError
@@ -120,25 +119,9 @@ def test_val_crop_size_takes_the_centre(its):
 
 
 def test_grayscale_rgba_and_16_bit_sources_become_rgb(tmp_path):
-    hazy_dir, clear_dir = tmp_path / 'IN', tmp_path / 'GT'
-    clear = clear_pixels(60, (8, 8))
-    write_image(str(clear_dir / 'gray.png'), clear)
-    write_image(str(hazy_dir / 'gray.png'), cv2.cvtColor(clear, cv2.COLOR_BGR2GRAY))
-    write_image(str(clear_dir / 'rgba.png'), cv2.cvtColor(clear, cv2.COLOR_BGR2BGRA))
-    write_image(str(hazy_dir / 'rgba.png'), clear)
-    deep = np.full((8, 8, 3), 65535, np.uint16)
-    deep[..., 0] = 32768
-    write_image(str(clear_dir / 'deep.png'), deep)
-    write_image(str(hazy_dir / 'deep.png'), np.full((8, 8, 3), 255, np.uint8))
-    ds = PairedDehazeDataset({'dataroot_lq': str(hazy_dir), 'dataroot_gt': str(clear_dir),
-                              'io_backend': {'type': 'disk'}, 'phase': 'test'})
-    items = {os.path.basename(item['lq_path']): item for item in ds}
-    gray = items['gray.png']['lq']
-    assert gray.shape == (3, 8, 8) and torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
-    assert torch.equal(items['rgba.png']['gt'], items['rgba.png']['lq'])
-    deep_gt = items['deep.png']['gt']
-    assert torch.allclose(deep_gt[0], torch.tensor(1.0)) and torch.allclose(deep_gt[2], torch.tensor(32768 / 65535))
-    assert torch.equal(items['deep.png']['lq'], torch.ones(3, 8, 8))
+    hazy_dir, clear_dir = make_mixed_formats(str(tmp_path))
+    check_mixed_formats(PairedDehazeDataset({'dataroot_lq': hazy_dir, 'dataroot_gt': clear_dir,
+                                             'io_backend': {'type': 'disk'}, 'phase': 'test'}))
 
 
 def test_builds_from_basicsr_options_and_loads_batches(its):

@@ -58,6 +58,13 @@ def test_unpaired_hazy_images_are_listed_with_counts(tmp_path):
     assert len(pairs) == 6 and '7_1_0.5.png' in logged[0]
 
 
+def test_hidden_files_are_not_images(tmp_path):
+    fixture = MAKERS['its'](str(tmp_path))
+    open(os.path.join(fixture.hazy_dir, '._1_1_0.11179.png'), 'wb').close()
+    pairs, _ = pair_folders(fixture.hazy_dir, fixture.clear_dir)
+    assert len(pairs) == 6
+
+
 def test_empty_and_missing_folders(tmp_path):
     empty = tmp_path / 'empty'
     empty.mkdir()

@@ -1,5 +1,6 @@
 """scripts/prepare_lmdb.py and the LMDB side of PairedDehazeDataset."""
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -14,13 +15,14 @@ import pytest
 import gunet_arch  # noqa: F401
 from basicsr.utils import FileClient, imfrombytes
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
-from fixtures_dehaze import HAZY_HW, MAKERS, check_item, clear_pixels, make_its, write_image
+from fixtures_dehaze import (HAZY_HW, MAKERS, check_item, check_mixed_formats, clear_pixels, make_its,
+                             make_mixed_formats, write_image)
 from gunet_arch.data import lmdb_writer
 from gunet_arch.data.image_codec import ImageDecodeError
 from gunet_arch.data.lmdb_store import LmdbFormatError, read_meta_info
-from gunet_arch.data.lmdb_writer import OutputExistsError, PairSizeError, prepare_lmdb, verify_lmdb
+from gunet_arch.data.lmdb_writer import OutputExistsError, prepare_lmdb, verify_lmdb
 from gunet_arch.data.paired_dehaze_dataset import PairedDehazeDataset
-from gunet_arch.data.pairing import PairingError
+from gunet_arch.data.pairing import PairingError, PairSizeError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'scripts', 'prepare_lmdb.py')
@@ -64,7 +66,7 @@ def stored_keys(db_path):
     return keys
 
 
-@pytest.mark.parametrize('storage', ['png', 'raw'])
+@pytest.mark.parametrize('storage', ['auto', 'png', 'raw'])
 @pytest.mark.parametrize('name', sorted(MAKERS))
 def test_round_trip_of_every_dataset(tmp_path, name, storage):
     fixture = MAKERS[name](str(tmp_path / 'src'))
@@ -78,7 +80,31 @@ def test_round_trip_of_every_dataset(tmp_path, name, storage):
         # Stored pixels are exactly the decoded source pixels (JPEG sources included).
         assert np.array_equal(disk_item['lq'].numpy(), lmdb_item['lq'].numpy())
         assert np.array_equal(disk_item['gt'].numpy(), lmdb_item['gt'].numpy())
-        check_item(lmdb_item, expected, fixture.lossy)  # paths are the source file names
+        check_item(lmdb_item, expected, fixture.lossy, same_clear_content=name == 'paired')
+
+
+@pytest.mark.parametrize('storage', ['auto', 'png', 'raw'])
+def test_grayscale_rgba_and_16_bit_round_trip(tmp_path, storage):
+    hazy_dir, clear_dir = make_mixed_formats(str(tmp_path / 'src'))
+    prepare_lmdb(hazy_dir, clear_dir, str(tmp_path / 'out'), storage=storage, verify=True, workers=1,
+                 progress=False, log=quiet)
+    check_mixed_formats(lmdb_dataset(str(tmp_path / 'out'), phase='test'))
+
+
+def test_auto_storage_keeps_jpeg_files_as_downloaded(tmp_path):
+    fixture = MAKERS['ots'](str(tmp_path / 'src'))
+    prepare(fixture, tmp_path / 'out')
+    clear_db = str(tmp_path / 'out' / 'clear.lmdb')
+    assert open(os.path.join(clear_db, 'meta_info.txt')).readline() == '0005.jpg (32,40,3) source\n'
+    client = FileClient('lmdb', db_paths=[clear_db], client_keys=['gt'])
+    assert client.get('0005', 'gt') == open(os.path.join(fixture.clear_dir, '0005.jpg'), 'rb').read()
+
+
+def test_clear_copies_of_the_official_rearrangement_are_stored_once(tmp_path):
+    fixture = MAKERS['paired'](str(tmp_path / 'src'))  # 4 GT files, copies of 2 images
+    summary = prepare(fixture, tmp_path / 'out')
+    assert summary['pairs'] == 4 and summary['clear'] == 2
+    assert len(stored_keys(str(tmp_path / 'out' / 'clear.lmdb'))) == 2
 
 
 def test_each_clear_image_is_stored_once(tmp_path):
@@ -119,7 +145,6 @@ def test_lmdb_training_crops_match_disk(tmp_path):
     prepare(fixture, tmp_path / 'out', storage='raw')
     opt = {'phase': 'train', 'gt_size': 16, 'use_hflip': True, 'use_rot': True, 'edge_decay': 0.1}
     from_disk, from_lmdb = disk_dataset(fixture, **opt), lmdb_dataset(str(tmp_path / 'out'), **opt)
-    import random
     for index in range(len(from_disk)):
         random.seed(index)
         disk_item = from_disk[index]
@@ -150,8 +175,7 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path):
         prepare(fixture, tmp_path / 'out')
     prepare(fixture, tmp_path / 'out', overwrite=True, storage='raw')
     assert lmdb_dataset(str(tmp_path / 'out'))[0]['lq'].shape == (3, *HAZY_HW)
-    assert os.listdir(tmp_path / 'out') == ['clear.lmdb', 'hazy.lmdb'] or \
-        sorted(os.listdir(tmp_path / 'out')) == ['clear.lmdb', 'hazy.lmdb']
+    assert sorted(os.listdir(tmp_path / 'out')) == ['clear.lmdb', 'hazy.lmdb']  # no staging left
 
 
 def test_databases_of_two_runs_are_refused_and_a_rerun_repairs(tmp_path):
@@ -180,7 +204,8 @@ def _slow_fixture(root, count=200, hw=(96, 128)):
     return hazy_dir, clear_dir
 
 
-def test_killed_run_leaves_nothing_accepted_and_rerun_finishes(tmp_path):
+@pytest.mark.parametrize('sig', [signal.SIGKILL, signal.SIGINT], ids=['kill', 'ctrl-c'])
+def test_interrupted_run_leaves_nothing_accepted_and_rerun_finishes(tmp_path, sig):
     hazy_dir, clear_dir = _slow_fixture(str(tmp_path / 'src'))
     output = str(tmp_path / 'out')
     cmd = [sys.executable, SCRIPT, '--dataset', 'rshaze', '--hazy', hazy_dir, '--clear', clear_dir,
@@ -191,10 +216,13 @@ def test_killed_run_leaves_nothing_accepted_and_rerun_finishes(tmp_path):
     while not os.path.exists(staging_db) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.005)
     time.sleep(0.2)  # mid-way through the clear images
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, 'the preparation finished before it could be killed'
+    proc.send_signal(sig)
+    assert proc.wait() != 0, 'the preparation finished before it could be interrupted'
 
-    assert os.path.exists(staging_db)  # killed mid-way: the staging folder is all there is
+    if sig == signal.SIGKILL:
+        assert os.path.exists(staging_db)  # killed mid-way: the staging folder is all there is
+    else:
+        assert not os.path.exists(os.path.dirname(os.path.dirname(staging_db)))  # Ctrl-C cleans up
     assert not os.path.exists(os.path.join(output, 'hazy.lmdb'))
     assert not os.path.exists(os.path.join(output, 'clear.lmdb'))
     with pytest.raises(LmdbFormatError):
@@ -300,3 +328,27 @@ def test_meta_info_parsing_keeps_dots(tmp_path):
     (tmp_path / 'meta_info.txt').write_text('1_1_0.90179.png (460,620,3) 1\n')
     entry = read_meta_info(str(tmp_path))['1_1_0.90179']
     assert entry.shape == (460, 620, 3) and entry.name == '1_1_0.90179.png'
+
+
+def test_loader_workers_read_an_lmdb_the_main_process_has_open(tmp_path):
+    """py-lmdb refuses a second handle on one database in a process, and forked workers inherit
+    the parent's: reading in the parent first, then in worker processes, must still work."""
+    import torch.utils.data
+    fixture = make_its(str(tmp_path / 'src'))
+    prepare(fixture, tmp_path / 'out')
+    ds = lmdb_dataset(str(tmp_path / 'out'))
+    ds[0]
+    again = lmdb_dataset(str(tmp_path / 'out'))  # a second dataset on the same files
+    loader = torch.utils.data.DataLoader(again, batch_size=3, num_workers=2)
+    assert sum(batch['lq'].shape[0] for batch in loader) == 6
+    verify_lmdb(str(tmp_path / 'out' / 'hazy.lmdb'), str(tmp_path / 'out' / 'clear.lmdb'), workers=2,
+                progress=False)
+
+
+def test_an_lmdb_read_as_folders_says_so(tmp_path):
+    fixture = make_its(str(tmp_path / 'src'))
+    prepare(fixture, tmp_path / 'out')
+    with pytest.raises(ValueError, match='is an LMDB; read it with io_backend'):
+        PairedDehazeDataset({'dataroot_lq': str(tmp_path / 'out' / 'hazy.lmdb'),
+                             'dataroot_gt': str(tmp_path / 'out' / 'clear.lmdb'), 'io_backend': {'type': 'disk'},
+                             'phase': 'val'})

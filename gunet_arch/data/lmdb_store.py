@@ -13,6 +13,9 @@ so BasicSR's ``FileClient`` LMDB backend reads every entry. On top of that:
   interrupted or mixed preparation and is refused.
 - ``storage: raw`` databases hold undecoded pixels (C-order uint8/uint16, OpenCV channel order)
   instead of PNG bytes, with meta lines ``KEY.raw (h,w,c) dtype``: larger on disk, no decoding.
+- ``storage: auto`` (the default) is PNG except for JPEG files, which keep their downloaded bytes
+  (meta lines ``KEY.jpg (h,w,c) source``): re-encoding a JPEG losslessly as PNG makes it several
+  times larger and slower to decode, and adds nothing. BasicSR's readers decode these too.
 
 A pair of databases without markers (BasicSR's own LMDBs) is read as BasicSR pairs them: the same
 key in both.
@@ -32,7 +35,7 @@ META_FILE = 'meta_info.txt'
 PAIRS_FILE = 'pairs.txt'
 MARKER_FILE = 'gunet_lmdb.json'
 MARKER_FORMAT = 'gunet-paired-lmdb'
-STORAGE_FORMATS = ('png', 'raw')
+STORAGE_FORMATS = ('auto', 'png', 'raw')
 
 # One stored image: its LMDB key, the name it is reported under, its (h, w, c) and how to decode.
 Entry = namedtuple('Entry', ['key', 'name', 'shape', 'storage', 'dtype'])
@@ -71,6 +74,8 @@ def meta_line(entry, compress_level):
     h, w, c = entry.shape
     if entry.storage == 'raw':
         return f'{entry.key}.raw ({h},{w},{c}) {entry.dtype}'
+    if entry.storage == 'source':
+        return f'{entry.name} ({h},{w},{c}) source'
     return f'{entry.key}.png ({h},{w},{c}) {compress_level}'
 
 
@@ -93,10 +98,13 @@ def read_meta_info(db_path, storage='png'):
                 raise LmdbFormatError(f'{path}:{number}: malformed line {line!r} '
                                       '(expected "KEY.png (h,w,c) level")') from err
             key = os.path.splitext(name)[0]
-            dtype = third if storage == 'raw' else 'uint8'
-            if storage == 'raw' and dtype not in ('uint8', 'uint16'):
-                raise LmdbFormatError(f'{path}:{number}: unknown pixel type {dtype!r}')
-            entries[key] = Entry(key, name, (h, w, c), storage, dtype)
+            if storage == 'raw':
+                kind, dtype = 'raw', third
+                if dtype not in ('uint8', 'uint16'):
+                    raise LmdbFormatError(f'{path}:{number}: unknown pixel type {dtype!r}')
+            else:
+                kind, dtype = ('source' if third == 'source' else 'png'), 'uint8'
+            entries[key] = Entry(key, name, (h, w, c), kind, dtype)
     if not entries:
         raise LmdbFormatError(f'{path} lists no images')
     return entries
@@ -143,6 +151,17 @@ def readonly_env(db_path):
     env = lmdb.open(db_path, readonly=True, lock=False, readahead=False, subdir=True)
     _ENVS[key] = (os.getpid(), env)
     return env
+
+
+def close_env(db_path):
+    """Drop this process's handle on a database (a later read opens a new one)."""
+    try:
+        st = os.stat(os.path.join(db_path, 'data.mdb'))
+    except OSError:
+        return
+    cached = _ENVS.pop((st.st_dev, st.st_ino), None)
+    if cached is not None and cached[0] == os.getpid():
+        cached[1].close()
 
 
 def read_value(db_path, key):

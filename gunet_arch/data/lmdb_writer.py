@@ -5,6 +5,7 @@ the finished databases are renamed into place only at the end, with completion m
 last, so a run killed at any point leaves nothing the dataset accepts; the next run clears the
 staging folder and starts again.
 """
+import hashlib
 import multiprocessing
 import os
 import shutil
@@ -16,10 +17,10 @@ import lmdb
 import numpy as np
 from tqdm import tqdm
 
-from .image_codec import check_pixels, decode_image, to_bgr
+from .image_codec import decode_image, to_bgr
 from .lmdb_store import (CLEAR_DB, HAZY_DB, META_FILE, PAIRS_FILE, STORAGE_FORMATS, Entry, LmdbFormatError,
-                         decode_entry, meta_line, open_pairs, read_marker, read_value, write_marker)
-from .pairing import pair_folders
+                         close_env, decode_entry, meta_line, open_pairs, read_marker, read_value, write_marker)
+from .pairing import PairSizeError, pair_folders, pair_size_problem
 
 STAGING_DIR = '.prepare_lmdb.partial'
 # Entries per write transaction: a commit is a sync point; its buffer is what gets re-put when the
@@ -44,38 +45,37 @@ class OutputExistsError(FileExistsError):
     """The output already holds databases that this run would replace."""
 
 
-class PairSizeError(ValueError):
-    """A hazy image and its clear image whose sizes do not fit together."""
-
-
-def pair_size_problem(hazy_name, hazy_hw, clear_name, clear_hw):
-    """None when the pair fits (same size, or clear larger in both dimensions, which the datasets
-    centre-crop as SOTS-indoor needs), else the error message naming both files and sizes."""
-    if hazy_hw == clear_hw or (clear_hw[0] > hazy_hw[0] and clear_hw[1] > hazy_hw[1]):
-        return None
-    return (f'Size mismatch: hazy {hazy_name} is {hazy_hw[0]}x{hazy_hw[1]} (HxW) but clear {clear_name} '
-            f'is {clear_hw[0]}x{clear_hw[1]}; the clear image must be the same size or larger in both '
-            'dimensions')
-
-
 def _encode_file(task):
-    """Pool worker: (path, storage, level) -> (shape, dtype, value bytes)."""
+    """Pool worker: (path, storage, level) -> (shape, dtype, value bytes, pixel digest, kind of
+    entry: 'png', 'raw' or 'source' for a file stored as it is)."""
     path, storage, level = task
     try:
         with open(path, 'rb') as f:
             buf = f.read()
     except OSError as err:
         raise LmdbFormatError(f'Cannot read image file {path}: {err}') from None
-    img = to_bgr(decode_image(buf, path))
-    check_pixels(img, path)
+    decoded = decode_image(buf, path)
+    img = np.ascontiguousarray(to_bgr(decoded))
+    # Identifies copies of one clear image (the official IN/GT rearrangement has one per hazy
+    # image) whatever file they came from, so each is stored once.
+    digest = hashlib.blake2b(img.tobytes(), digest_size=16)
+    digest.update(repr((img.shape, img.dtype.str)).encode())
+    if storage == 'auto' and buf[:3] == b'\xff\xd8\xff':
+        # A JPEG stays as downloaded (see lmdb_store); the recorded shape is what it decodes to.
+        shape = decoded.shape if decoded.ndim == 3 else decoded.shape + (1,)
+        return shape, str(decoded.dtype), buf, digest.hexdigest(), 'source'
     if storage == 'raw':
-        value = np.ascontiguousarray(img).tobytes()
+        value = img.tobytes()
     else:
-        ok, encoded = cv2.imencode('.png', img, [cv2.IMWRITE_PNG_COMPRESSION, level])
+        # Run-length deflate: in scripts/benchmark_data.py's measurements it decodes faster than
+        # zlib's default strategy at the same level (and than typical level-6 downloads), at a
+        # similar size; loader speed is what the LMDB is for.
+        ok, encoded = cv2.imencode('.png', img, [cv2.IMWRITE_PNG_COMPRESSION, level,
+                                                 cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE])
         if not ok:
             raise LmdbFormatError(f'PNG encoding failed for {path}')
         value = encoded.tobytes()
-    return img.shape, str(img.dtype), value
+    return img.shape, str(img.dtype), value, digest.hexdigest(), 'raw' if storage == 'raw' else 'png'
 
 
 class _GrowingLmdb:
@@ -116,8 +116,12 @@ def _check_key(name, path):
         raise LmdbFormatError(f'Image name must be ASCII without tabs or line breaks: {path}')
 
 
-def _write_db(db_path, files, storage, level, pool, desc, progress, on_entry=None):
-    """Encode ``files`` (list of paths, keys are their stems) into a new LMDB at ``db_path``."""
+def _write_db(db_path, files, storage, level, pool, desc, progress, on_entry=None, dedupe=False):
+    """Encode ``files`` (paths; the keys are their stems) into a new LMDB at ``db_path``.
+
+    Returns (entries by key, {file name: name of the stored entry}, bytes stored). With
+    ``dedupe``, a file whose pixels equal an earlier one's is not stored again but mapped to it.
+    """
     keys = OrderedDict()
     for path in files:
         name = os.path.basename(path)
@@ -130,24 +134,29 @@ def _write_db(db_path, files, storage, level, pool, desc, progress, on_entry=Non
     # PNG at a low compression level is often larger than the source; raw is far larger, and
     # the map grows from here when needed.
     writer = _GrowingLmdb(db_path, source_bytes * (8 if storage == 'raw' else 3))
-    entries, total = OrderedDict(), 0
+    entries, stored_as, first_with, total = OrderedDict(), {}, {}, 0
     tasks = [(path, storage, level) for path in files]
     try:
         results = pool.imap(_encode_file, tasks, chunksize=4)
-        for (key, path), (shape, dtype, value) in tqdm(zip(keys.items(), results), total=len(tasks),
-                                                       desc=desc, unit='img', disable=not progress):
-            entry = Entry(key, os.path.basename(path), shape, storage, dtype)
+        for (key, path), (shape, dtype, value, digest, kind) in tqdm(
+                zip(keys.items(), results), total=len(tasks), desc=desc, unit='img', disable=not progress):
+            name = os.path.basename(path)
+            if dedupe and digest in first_with:
+                stored_as[name] = first_with[digest]
+                continue
+            entry = Entry(key, name, shape, kind, dtype)
             if on_entry is not None:
                 on_entry(entry)
             writer.put(key, value)
             entries[key] = entry
+            stored_as[name] = first_with[digest] = name
             total += len(value)
     finally:
         writer.close()
     with open(os.path.join(db_path, META_FILE), 'w', encoding='utf-8') as f:
         for entry in entries.values():
             f.write(meta_line(entry, level) + '\n')
-    return entries, total
+    return entries, stored_as, total
 
 
 def output_state(output_dir):
@@ -181,14 +190,15 @@ def _install(staging, output_dir):
     shutil.rmtree(staging)
 
 
-def prepare_lmdb(hazy_dir, clear_dir, output_dir, dataset='paired', storage='png', pairing=None,
+def prepare_lmdb(hazy_dir, clear_dir, output_dir, dataset='paired', storage='auto', pairing=None,
                  overwrite=False, verify=False, skip_unpaired=False, workers=None, compress_level=1,
                  progress=True, log=print):
     """Write ``output_dir/hazy.lmdb`` and ``output_dir/clear.lmdb`` from two image folders.
 
     Args:
         dataset: a key of ``DATASET_PRESETS``; it picks the pairing rule.
-        storage: 'png' (BasicSR's format) or 'raw' (undecoded pixels: bigger, faster to read).
+        storage: 'auto' (PNG, but JPEG files as they are), 'png' (PNG throughout) or 'raw'
+            (undecoded pixels: bigger, faster to read).
         pairing: 'prefix' or 'same_name' to override the preset's rule.
         overwrite: replace a complete (or foreign) output instead of refusing.
         verify: decode every stored entry before installing the output.
@@ -226,23 +236,26 @@ def prepare_lmdb(hazy_dir, clear_dir, output_dir, dataset='paired', storage='png
     hazy_db, clear_db = os.path.join(staging, HAZY_DB), os.path.join(staging, CLEAR_DB)
     try:
         with multiprocessing.Pool(workers or os.cpu_count() or 1) as pool:
-            clear_entries, clear_bytes = _write_db(clear_db, clear_files, storage, compress_level, pool,
-                                                   'clear', progress)
+            clear_entries, clear_stored_as, clear_bytes = _write_db(
+                clear_db, clear_files, storage, compress_level, pool, 'clear', progress, dedupe=True)
             partner = {os.path.basename(p.hazy_path): p for p in pairs}
             clear_by_name = {e.name: e for e in clear_entries.values()}
 
             def check_size(entry):
                 pair = partner[entry.name]
-                clear = clear_by_name[os.path.basename(pair.clear_path)]
+                clear = clear_by_name[clear_stored_as[os.path.basename(pair.clear_path)]]
                 problem = pair_size_problem(pair.hazy_path, entry.shape[:2], pair.clear_path, clear.shape[:2])
                 if problem:
                     raise PairSizeError(problem)
 
-            hazy_entries, hazy_bytes = _write_db(hazy_db, [p.hazy_path for p in pairs], storage,
-                                                 compress_level, pool, 'hazy', progress, check_size)
+            hazy_entries, _, hazy_bytes = _write_db(hazy_db, [p.hazy_path for p in pairs], storage,
+                                                    compress_level, pool, 'hazy', progress, check_size)
+        if len(clear_entries) < len(clear_files):
+            log(f'{len(clear_files) - len(clear_entries)} clear files are pixel-identical copies of others; '
+                f'storing {len(clear_entries)} clear images')
         with open(os.path.join(hazy_db, PAIRS_FILE), 'w', encoding='utf-8') as f:
             for p in pairs:
-                f.write(f'{os.path.basename(p.hazy_path)}\t{os.path.basename(p.clear_path)}\n')
+                f.write(f'{os.path.basename(p.hazy_path)}\t{clear_stored_as[os.path.basename(p.clear_path)]}\n')
         marker = {'run_id': uuid.uuid4().hex, 'storage': storage, 'dataset': dataset, 'pairing': rule,
                   'pairs': len(pairs), 'clear_images': len(clear_entries)}
         write_marker(clear_db, dict(marker, role='clear', entries=len(clear_entries)))
@@ -291,6 +304,8 @@ def verify_lmdb(hazy_db, clear_db, workers=None, progress=True):
     with multiprocessing.Pool(workers or os.cpu_count() or 1) as pool:
         sizes = list(tqdm(pool.imap(_verify_entry, tasks, chunksize=8), total=len(tasks), desc='verify',
                           unit='img', disable=not progress))
+    for db_path in (hazy_db, clear_db):
+        close_env(db_path)  # do not hold the files open (or deleted) after the check
     disk = sum(os.path.getsize(os.path.join(d, f)) for d in (hazy_db, clear_db) for f in os.listdir(d)
                if os.path.isfile(os.path.join(d, f)))
     return {'pairs': len(pairs), 'hazy': len(hazy), 'clear': len(clear), 'bytes': sum(sizes),

@@ -2,7 +2,6 @@
 import os
 import random
 
-import numpy as np
 from basicsr.data.transforms import augment
 from basicsr.utils import FileClient, get_root_logger, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
@@ -10,8 +9,7 @@ from torch.utils import data
 
 from .image_codec import decode_image, image_size, to_bgr, to_rgb_float
 from .lmdb_store import decode_entry, open_pairs, read_value
-from .lmdb_writer import PairSizeError, pair_size_problem
-from .pairing import pair_folders
+from .pairing import PairSizeError, pair_folders, pair_size_problem
 
 
 def edge_decay_start(size, crop, edge_decay):
@@ -47,7 +45,8 @@ class PairedDehazeDataset(data.Dataset):
         val_crop_size (int | None): centre crop outside training; None keeps the full image.
 
     A clear image larger than its hazy image in both dimensions (SOTS-indoor) is centre-cropped
-    to the hazy size. Items: ``lq``, ``gt`` (float32 RGB CHW in [0, 1]), ``lq_path``, ``gt_path``.
+    to the hazy size. Items: ``lq``, ``gt`` (float32 RGB CHW in [0, 1]), ``lq_path``, ``gt_path``
+    (file paths; for LMDBs the names of the files the entries were made from).
     """
 
     def __init__(self, opt):
@@ -69,6 +68,9 @@ class PairedDehazeDataset(data.Dataset):
             self._check_lmdb_sizes()
             self.paths = [(p.hazy.name, p.clear.name) for p in self.lmdb_pairs]
         elif self.backend == 'disk':
+            for root in (self.lq_root, self.gt_root):
+                if isinstance(root, str) and os.path.isfile(os.path.join(root, 'data.mdb')):
+                    raise ValueError(f'{root} is an LMDB; read it with io_backend: {{type: lmdb}}')
             logger = get_root_logger()
             pairs, _ = pair_folders(self.lq_root, self.gt_root, opt.get('pairing'),
                                     skip_unpaired=opt.get('skip_unpaired', False), log=logger.warning)

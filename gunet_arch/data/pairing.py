@@ -1,4 +1,5 @@
-"""Which clear image belongs to which hazy image, for the dehazing sets as they are distributed.
+"""Which clear image belongs to which hazy image (and which sizes fit together), for the dehazing
+sets as they are distributed.
 
 Two rules cover every set:
 
@@ -26,6 +27,20 @@ class PairingError(ValueError):
     """Folders that cannot be paired: missing or empty, unpaired or ambiguous names."""
 
 
+class PairSizeError(ValueError):
+    """A hazy image and its clear image whose sizes do not fit together."""
+
+
+def pair_size_problem(hazy_name, hazy_hw, clear_name, clear_hw):
+    """None when the pair fits (same size, or clear larger in both dimensions, which the datasets
+    centre-crop as SOTS-indoor needs), else the error message naming both files and sizes."""
+    if hazy_hw == clear_hw or (clear_hw[0] > hazy_hw[0] and clear_hw[1] > hazy_hw[1]):
+        return None
+    return (f'Size mismatch: hazy {hazy_name} is {hazy_hw[0]}x{hazy_hw[1]} (HxW) but clear {clear_name} '
+            f'is {clear_hw[0]}x{clear_hw[1]}; the clear image must be the same size or larger in both '
+            'dimensions')
+
+
 def stem(name):
     """File name without its extension (cut at the last dot only)."""
     return os.path.splitext(name)[0]
@@ -35,8 +50,9 @@ def list_images(folder):
     """Sorted image file names in ``folder``; an error when there is none."""
     if not os.path.isdir(folder):
         raise PairingError(f'Image folder does not exist: {folder}')
-    names = sorted(n for n in os.listdir(folder)
-                   if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, n)))
+    # Hidden files are skipped: archives packed on macOS carry a ``._1.png`` beside every ``1.png``.
+    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS)
+                   and not n.startswith('.') and os.path.isfile(os.path.join(folder, n)))
     if not names:
         raise PairingError(f'No images ({", ".join(IMAGE_EXTENSIONS)}) in folder: {folder}')
     return names
@@ -88,6 +104,10 @@ def detect_rule(hazy_names, clear_names):
     return 'prefix'
 
 
+def _folders(folders):
+    return folders if isinstance(folders, (str, os.PathLike)) else ', '.join(map(str, folders))
+
+
 def _describe(names):
     shown = ', '.join(names[:_LISTED])
     more = f' ... and {len(names) - _LISTED} more' if len(names) > _LISTED else ''
@@ -124,9 +144,9 @@ def pair_folders(hazy_dir, clear_dir, rule=None, skip_unpaired=False, log=print)
             pairs.append(Pair(path, partner))
 
     if unpaired:
-        message = (f'{len(unpaired)} of {len(hazy_paths)} hazy images in {hazy_dir} have no clear '
-                   f'partner in {clear_dir} (pairing rule {rule!r}): {_describe(unpaired)}')
+        message = (f'{len(unpaired)} of {len(hazy_paths)} hazy images in {_folders(hazy_dir)} have no '
+                   f'clear partner in {_folders(clear_dir)} (pairing rule {rule!r}): {_describe(unpaired)}')
         if not skip_unpaired or not pairs:
             raise PairingError(message)
-        log(f'Skipping {message}')
+        log(f'{message}; leaving them out (skip_unpaired)')
     return pairs, rule
