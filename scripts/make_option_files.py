@@ -73,15 +73,15 @@ def train_file(variant, key):
     return f"""\
 # gUNet-{variant.upper()} on {desc}: the paper's recipe for {GPUS} GPUs.
 # Total batch {total_batch} = {GPUS} GPUs x batch_size_per_gpu {per_gpu}. One epoch = {EPOCH_SAMPLES} samples
-# = {iters_per_epoch} iterations; {EPOCHS} epochs = total_iter {total_iter}; warm-up {WARMUP_EPOCHS} epochs; FrozenBN for
-# the last {FROZEN_BN_EPOCHS} epochs.
-# Another GPU count G: keep the total batch, i.e. set batch_size_per_gpu to {total_batch} / G, and change
-# nothing else. If that does not fit in memory, use batch_size_per_gpu B and scale by
-# k = B x G / {total_batch}: lr and eta_min x k, and total_iter, scheduler.total_iter, warmup_iter,
-# frozen_bn_iter, val_freq and save_checkpoint_freq / k. SyncBN switches itself on under
-# distributed training when batch_size_per_gpu < 16 (sync_bn: auto).
-#   1 GPU:  python gunet_arch/train.py -opt options/{name}.yml
+# = {iters_per_epoch} iterations; {EPOCHS} epochs = total_iter {total_iter}; warm-up {WARMUP_EPOCHS} epochs;
+# FrozenBN for the last {FROZEN_BN_EPOCHS} epochs.
+# To use G GPUs instead of {GPUS}: set batch_size_per_gpu to {total_batch} / G (same total batch; nothing
+# else changes). If that does not fit in memory, use batch_size_per_gpu B, let k = B x G / {total_batch},
+# multiply optim_g.lr and scheduler.eta_min by k, and divide total_iter, scheduler.total_iter,
+# scheduler.warmup_iter, frozen_bn_iter, val_freq and save_checkpoint_freq by k.
+# SyncBN switches itself on under distributed training when batch_size_per_gpu < 16 (sync_bn: auto).
 #   {GPUS} GPUs: torchrun --nproc_per_node={GPUS} gunet_arch/train.py -opt options/{name}.yml --launcher pytorch
+#   1 GPU:  python gunet_arch/train.py -opt options/{name}.yml --force_yml datasets:train:batch_size_per_gpu={total_batch}
 
 name: {name}
 model_type: GUNetModel

@@ -20,7 +20,8 @@ def check_amp_options(amp_opt):
         raise ValueError(f'train.amp must be a mapping with keys {", ".join(AMP_KEYS)}; got {amp_opt!r}')
     unknown = sorted(set(amp_opt) - set(AMP_KEYS))
     if unknown:
-        raise ValueError(f'train.amp: unknown key(s) {", ".join(map(repr, unknown))}; valid keys: {", ".join(AMP_KEYS)}')
+        raise ValueError(f'train.amp: unknown key(s) {", ".join(map(repr, unknown))}; '
+                         f'valid keys: {", ".join(AMP_KEYS)}')
     if str(amp_opt.get('dtype', 'float16')).lower() not in AMP_DTYPES:
         raise ValueError(f'train.amp.dtype: {amp_opt.get("dtype")!r} is not one of float16, bfloat16')
 

@@ -6,7 +6,6 @@ skipping of NaN/Inf steps, CPU (gloo) DDP, crash-safe checkpoints, and validatio
 float outputs with a per-image CSV.
 """
 import csv
-import os
 import warnings
 from collections import OrderedDict
 from os import path as osp
@@ -68,8 +67,10 @@ class GUNetModel(SRModel):
     # -- devices and distribution ---------------------------------------------------------------
     def _use_sync_bn(self):
         setting = self.opt.get('sync_bn', 'auto')
-        if not self.opt['dist'] or not self.is_train or setting is False:
-            return False, 'not distributed' if not self.opt['dist'] else 'sync_bn is false'
+        if not self.opt['dist'] or not self.is_train:
+            return False, 'not distributed training'
+        if setting is False:
+            return False, 'sync_bn is false'
         if setting is True:
             return True, 'sync_bn is true'
         batch = self.opt['datasets']['train']['batch_size_per_gpu']
@@ -91,6 +92,9 @@ class GUNetModel(SRModel):
                 kwargs['device_ids'] = [torch.cuda.current_device()]
             net = DistributedDataParallel(net, **kwargs)
         elif self.opt['num_gpu'] > 1:
+            # Each GPU then normalises its own share of the batch; only DDP gets SyncBN.
+            get_root_logger().warning('DataParallel over several GPUs: BatchNorm is not synchronised; '
+                                      'launch with --launcher pytorch for SyncBN.')
             net = DataParallel(net)
         return net
 

@@ -38,6 +38,9 @@ def check_train_options(opt):
         if sched.get('total_iter') is None:
             raise ValueError(f'train.scheduler.total_iter is required for {sched_type} '
                              '(the iteration at which the cosine reaches eta_min; usually train.total_iter)')
+        warmup, total = sched.get('warmup_iter', 0) or 0, sched['total_iter']
+        if not 0 <= warmup < total:
+            raise ValueError(f'train.scheduler.warmup_iter must be in [0, total_iter={total}), got {warmup}')
         if (train_opt.get('warmup_iter') or -1) > 0:
             raise ValueError(f'train.warmup_iter adds BasicSR\'s own warm-up on top of {sched_type}\'s; '
                              'set train.scheduler.warmup_iter instead and train.warmup_iter to -1')
