@@ -56,17 +56,3 @@ def test_deployed_model_still_differentiable_with_respect_to_input():
     net(x).mean().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
-
-def test_fused_and_plain_inference_paths_agree(monkeypatch):
-    from gunet_arch.archs import deploy
-
-    torch.manual_seed(2)
-    net = GUNet(variant='t').eval()
-    randomise_bn(net)
-    net.deploy()
-    x = torch.rand(1, 3, 48, 40)
-    with torch.no_grad():
-        fused = net(x)
-        monkeypatch.setattr(deploy, '_POINTWISE_CONV', None)
-        plain = net(x)
-    assert (fused - plain).abs().max().item() < 1e-4

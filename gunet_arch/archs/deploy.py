@@ -2,16 +2,16 @@
 
 In eval mode each BatchNorm is a per-channel affine map, and in every gConv block it is read only
 by two 1x1 convs (Wv's and Wg's first conv), so it folds into their weights and biases exactly.
-The folded block then runs without autograd and with fewer passes over memory: on CPU, where
-the large activations make every elementwise pass and every fresh allocation expensive, the
-sigmoid, the gate product and the residual sum are fused into the convolutions (oneDNN post-ops)
-where PyTorch offers that, and done in place elsewhere.
+The folded block then runs without autograd and in place: on CPU a fresh multi-megabyte
+activation costs page faults on every allocation, so reusing the conv outputs for the gate, the
+product and the residual sum saves most of the elementwise time.
 What was measured and left out: merging Wv/Wg's 1x1 convs into one does not pay in
-channels_last; torch.jit's optimize_for_inference was slower; torch.compile gained little on top
-of this and takes minutes to compile on a small CPU.
+channels_last; fusing the sigmoid, gate product and residual sum into oneDNN convolution post-ops
+(torch.ops.mkldnn._convolution_pointwise) was 10-50% slower than these in-place passes;
+torch.jit's optimize_for_inference was slower; torch.compile gained little on top and takes
+minutes to compile on a small CPU.
 """
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -33,21 +33,6 @@ def fold_bn_into_convs(bn, convs):
             conv.bias.copy_(new_bias)
 
 
-def _mkldnn_pointwise_conv():
-    """oneDNN's convolution with a fused post-op (the kernel torch.compile uses on CPU), or None
-    where this build of PyTorch lacks it."""
-    try:
-        op = torch.ops.mkldnn._convolution_pointwise
-        op.default, op.binary  # noqa: B018  (both overloads are needed)
-    except (AttributeError, RuntimeError):
-        return None
-    return op if torch.backends.mkldnn.is_available() else None
-
-
-_POINTWISE_CONV = _mkldnn_pointwise_conv()
-_UNIT = ([0, 0], [1, 1], [1, 1])  # padding, stride, dilation of every fused conv below
-
-
 class DeployedBlock(nn.Module):
     """A gConv block with its BatchNorm folded away: x + proj(Wv(x) * sigmoid(Wg(x))).
 
@@ -62,24 +47,9 @@ class DeployedBlock(nn.Module):
         conv = self.conv
         if torch.is_grad_enabled() and x.requires_grad:
             return x + conv.proj(conv.Wv(x) * conv.Wg(x))
-        if _POINTWISE_CONV is not None and x.device.type == 'cpu' and x.dtype == torch.float32 \
-                and not torch.compiler.is_compiling() and not torch.onnx.is_in_onnx_export():
-            return self._forward_fused(x)
         value = conv.Wv(x)
         value.mul_(conv.Wg[0](x).sigmoid_())
         return conv.proj(value).add_(x)
-
-    def _forward_fused(self, x):
-        """Three of the block's elementwise passes ride on convolutions as oneDNN post-ops: the
-        sigmoid on Wg's conv, the gate product on the depthwise conv, the residual sum on proj."""
-        op = _POINTWISE_CONV
-        v0, dw = self.conv.Wv
-        wg, proj = self.conv.Wg[0], self.conv.proj
-        ph, pw = dw.padding
-        value = F.pad(F.conv2d(x, v0.weight, v0.bias), (pw, pw, ph, ph), mode=dw.padding_mode)
-        gate = op(x, wg.weight, wg.bias, *_UNIT, 1, 'sigmoid', [], '')
-        gated = op.binary(value, gate, dw.weight, dw.bias, *_UNIT, dw.groups, 'mul', None, None, [], None)
-        return op.binary(gated, x, proj.weight, proj.bias, *_UNIT, 1, 'add', None, None, [], None)
 
 
 def deploy_gunet(net):

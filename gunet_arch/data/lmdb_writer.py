@@ -45,6 +45,15 @@ class OutputExistsError(FileExistsError):
     """The output already holds databases that this run would replace."""
 
 
+def _pool(workers):
+    """A worker pool started from a fresh server process: forking a process that already runs
+    torch's (or any) worker threads can deadlock a child, which then hangs the whole pool."""
+    context = multiprocessing.get_context('forkserver')
+    # The server imports this module (and torch with it) once; every worker forks from it ready.
+    context.set_forkserver_preload([__name__])
+    return context.Pool(workers or os.cpu_count() or 1)
+
+
 def _encode_file(task):
     """Pool worker: (path, storage, level) -> (shape, dtype, value bytes, pixel digest, kind of
     entry: 'png', 'raw' or 'source' for a file stored as it is)."""
@@ -235,7 +244,7 @@ def prepare_lmdb(hazy_dir, clear_dir, output_dir, dataset='paired', storage='aut
     os.makedirs(staging)
     hazy_db, clear_db = os.path.join(staging, HAZY_DB), os.path.join(staging, CLEAR_DB)
     try:
-        with multiprocessing.Pool(workers or os.cpu_count() or 1) as pool:
+        with _pool(workers) as pool:
             clear_entries, clear_stored_as, clear_bytes = _write_db(
                 clear_db, clear_files, storage, compress_level, pool, 'clear', progress, dedupe=True)
             partner = {os.path.basename(p.hazy_path): p for p in pairs}
@@ -301,7 +310,7 @@ def verify_lmdb(hazy_db, clear_db, workers=None, progress=True):
         if problem:
             raise PairSizeError(problem)
     tasks = [(hazy_db, e) for e in hazy.values()] + [(clear_db, e) for e in clear.values()]
-    with multiprocessing.Pool(workers or os.cpu_count() or 1) as pool:
+    with _pool(workers) as pool:
         sizes = list(tqdm(pool.imap(_verify_entry, tasks, chunksize=8), total=len(tasks), desc='verify',
                           unit='img', disable=not progress))
     for db_path in (hazy_db, clear_db):
