@@ -23,11 +23,35 @@ $(STAMP): setup.py | $(PY)
 	# basicsr ships as an sdist whose setup.py imports torch: build it against the torch above.
 	$(PY) -c "import importlib.util as u, sys; sys.exit(u.find_spec('basicsr') is None)" \
 		|| $(PY) -m pip install --no-build-isolation $(BASICSR_PKG)
-	$(PY) -m pip install --no-build-isolation -e '.[test,deploy]'
+	$(PY) -m pip install --no-build-isolation -e '.[test,deploy,demo]'
 	touch $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
-demo: $(STAMP)
-	@echo "make demo is not available yet" >&2; exit 1
+# The demo runs the commands a user runs on their own data; each step is redone only when what
+# it reads changed, so a second `make demo` just prints the result again, and an interrupted
+# training resumes (--auto_resume).
+DEMO_DATA ?= datasets/demo
+DEMO_SYNTH_ARGS ?= --count 10 --size 256 --heldout 1 --seed 3
+DEMO_TRAIN_OPT ?= options/train_gunet_t_demo.yml
+DEMO_TEST_OPT ?= options/test_gunet_t_demo.yml
+DEMO_WEIGHTS ?= experiments/train_gunet_t_demo/models/net_g_latest.pth
+DEMO_RESULTS ?= results/test_gunet_t_demo
+DEMO_METRICS = $(DEMO_RESULTS)/demo-heldout_metrics.csv
+
+demo: $(STAMP) $(DEMO_METRICS)
+	$(PY) scripts/demo_report.py --data $(DEMO_DATA)/heldout --results $(DEMO_RESULTS)
+
+$(DEMO_DATA)/haze_params.csv: | $(STAMP)
+	$(PY) scripts/synthesize_haze.py --output $(DEMO_DATA) $(DEMO_SYNTH_ARGS) --overwrite
+
+$(DEMO_DATA)/%_lmdb/hazy.lmdb: $(DEMO_DATA)/haze_params.csv
+	$(PY) scripts/prepare_lmdb.py --dataset its --hazy $(DEMO_DATA)/$*/hazy --clear $(DEMO_DATA)/$*/clear \
+		--output $(DEMO_DATA)/$*_lmdb --storage raw --overwrite
+
+$(DEMO_WEIGHTS): $(DEMO_DATA)/train_lmdb/hazy.lmdb $(DEMO_TRAIN_OPT)
+	$(PY) gunet_arch/train.py -opt $(DEMO_TRAIN_OPT) --auto_resume
+
+$(DEMO_METRICS): $(DEMO_WEIGHTS) $(DEMO_DATA)/heldout_lmdb/hazy.lmdb $(DEMO_TEST_OPT)
+	$(PY) gunet_arch/test.py -opt $(DEMO_TEST_OPT)

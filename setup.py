@@ -21,10 +21,13 @@ setup(
         'addict',
         'numpy',
         'tqdm',
+        'Pillow',
     ],
     extras_require={
         'test': ['pytest', 'scikit-image'],
         'deploy': ['onnx', 'onnxscript', 'onnxruntime'],
+        # The demo hazes the photographs that ship with scikit-image.
+        'demo': ['scikit-image'],
     },
     license='MIT',
 )

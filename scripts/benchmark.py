@@ -290,7 +290,7 @@ def main(argv=None):
     parser.add_argument('--repeats', type=int, default=7, help='timed forward runs per model and size')
     parser.add_argument('--train-variants', nargs='*', default=['t', 's', 'b', 'd'], choices=['t', 's', 'b', 'd'],
                         help='variants whose training step is timed')
-    parser.add_argument('--train-repeats', type=int, default=5)
+    parser.add_argument('--train-repeats', type=int, default=3)
     parser.add_argument('--official', metavar='PATH', help='a clone of IDKiro/gUNet to time side by side')
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

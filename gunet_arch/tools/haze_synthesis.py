@@ -9,9 +9,11 @@ over large areas (sky, walls far away), the cues RESIDE-OTS's estimated depths m
 
 Output follows ITS so that ``prepare_lmdb.py --dataset its`` and the dataset read it unchanged::
 
-    OUT/train/hazy/<id>_<k>_<beta>.png   OUT/train/clear/<id>.png
-    OUT/heldout/hazy/...                  OUT/heldout/clear/...
-    OUT/haze_params.csv                   split, hazy, clear, source, A, beta, depth
+    OUT/train/hazy/<id>_<k>_<beta>.png   OUT/train/clear/<id>.png   OUT/train/depth/<hazy name>
+    OUT/heldout/hazy/...                  OUT/heldout/clear/...       OUT/heldout/depth/...
+    OUT/haze_params.csv                   split, hazy, clear, source, A, beta, depth (real|prior)
+
+Depth maps are 16-bit PNGs of the normalised depth (65535 = 1) each hazy image was made with.
 """
 import csv
 import io
@@ -66,24 +68,51 @@ def depth_from_disparity(disparity):
     depth = np.zeros_like(disparity)
     depth[valid] = 1.0 / disparity[valid]
     depth /= np.percentile(depth[valid], 99.5)
-    depth = np.clip(depth, 0.0, 1.0)
-    if not valid.all():
-        depth = cv2.inpaint(depth, (~valid).astype(np.uint8), 5, cv2.INPAINT_TELEA)
-    return np.clip(depth, 0.0, 1.0)
+    return fill_holes(np.clip(depth, 0.0, 1.0), valid)
 
 
-def depth_prior(clear):
-    """A plausible depth for a photograph without one, in [NEAREST_DEPTH, 1]: mostly the height
-    in the frame (the ground is near, the top is far), plus large-scale brightness."""
+def fill_holes(values, valid):
+    """Fill pixels where ``valid`` is False with the mean of their valid neighbours, growing
+    inwards from the holes' borders until none is left."""
+    values, valid = values.astype(np.float32).copy(), valid.copy()
+    while not valid.all():
+        weight = cv2.blur(valid.astype(np.float32), (5, 5), borderType=cv2.BORDER_REPLICATE)
+        total = cv2.blur(np.where(valid, values, 0).astype(np.float32), (5, 5), borderType=cv2.BORDER_REPLICATE)
+        grow = ~valid & (weight > 0)
+        values[grow] = total[grow] / weight[grow]
+        valid |= grow
+    return values
+
+
+def _unit(x):
+    x = x.astype(np.float32)
+    return (x - x.min()) / max(float(np.ptp(x)), 1e-6)
+
+
+def depth_prior(clear, rng=None):
+    """A plausible depth for a photograph without one, in [near, far]: mostly the height in the
+    frame (the ground is near, the top is far), plus large-scale brightness (sky and distant
+    walls are bright). With ``rng`` every call draws its own variation (tilt of the horizon,
+    weights, a smooth random field, depth range), so the haze of the versions of one image
+    is not always laid out the same way and a network cannot learn "hazier towards the top"
+    instead of reading the haze off the image."""
     h, w = clear.shape[:2]
-    height = np.linspace(1.0, 0.0, h, dtype=np.float32)[:, None].repeat(w, 1)
-    luminance = clear.mean(-1).astype(np.float32)
+    tilt, w_bright, w_field, near, far = 0.0, 0.3, 0.0, NEAREST_DEPTH, 1.0
+    if rng is not None:
+        tilt, w_bright, w_field = rng.uniform(-0.4, 0.4), rng.uniform(0.1, 0.4), rng.uniform(0.0, 0.3)
+        # Not every scene reaches far: real indoor depth (the motorcycle) is mostly near.
+        near, far = rng.uniform(0.1, 0.4), rng.uniform(0.5, 1.0)
+        near = min(near, far - 0.1)
+    rows = np.linspace(1.0, 0.0, h, dtype=np.float32)[:, None]
+    cols = np.linspace(-0.5, 0.5, w, dtype=np.float32)[None, :]
+    height = _unit(rows * np.cos(tilt) + cols * np.sin(tilt) * w / h)
     sigma = 0.1 * min(h, w)
-    brightness = cv2.GaussianBlur(luminance, (0, 0), sigma)
-    brightness = (brightness - brightness.min()) / max(float(np.ptp(brightness)), 1e-6)
-    depth = 0.7 * height + 0.3 * brightness
-    depth = (depth - depth.min()) / max(float(np.ptp(depth)), 1e-6)
-    return NEAREST_DEPTH + (1.0 - NEAREST_DEPTH) * depth
+    brightness = _unit(cv2.GaussianBlur(clear.mean(-1).astype(np.float32), (0, 0), sigma))
+    depth = (1.0 - w_bright - w_field) * height + w_bright * brightness
+    if w_field > 0:
+        field = rng.standard_normal((max(2, h // 32), max(2, w // 32))).astype(np.float32)
+        depth = depth + w_field * _unit(cv2.resize(field, (w, h), interpolation=cv2.INTER_CUBIC))
+    return near + (far - near) * _unit(depth)
 
 
 def find_depth_file(photo_path):
@@ -110,16 +139,16 @@ def _load_array(path):
     return data
 
 
-def depth_for(photo_path, clear):
-    """(depth map at ``clear``'s size, 'real' or 'prior')."""
+def real_depth(photo_path, shape):
+    """The depth map shipped with ``photo_path`` at ``shape`` (H, W), or None when there is none."""
     kind, path = find_depth_file(photo_path)
-    if kind is not None:
-        raw = _load_array(path).astype(np.float32)
-        depth = depth_from_disparity(raw) if kind == 'disparity' else np.clip(raw / np.nanmax(raw), 0, 1)
-        if depth.shape != clear.shape[:2]:
-            depth = cv2.resize(depth, (clear.shape[1], clear.shape[0]), interpolation=cv2.INTER_LINEAR)
-        return depth, 'real'
-    return depth_prior(clear), 'prior'
+    if kind is None:
+        return None
+    raw = _load_array(path).astype(np.float32)
+    depth = depth_from_disparity(raw) if kind == 'disparity' else np.clip(raw / np.nanmax(raw), 0, 1)
+    if depth.shape != tuple(shape):
+        depth = cv2.resize(depth, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    return depth
 
 
 # -- choosing the photographs ---------------------------------------------------------------------
@@ -166,23 +195,24 @@ def scene_of(path):
 
 
 def find_photographs(folders, min_side=256, log=print):
-    """Sorted colour photographs under ``folders`` (not recursive); others are logged and skipped."""
-    found = []
+    """Sorted colour photographs under ``folders`` (not recursive); the others are logged, one
+    line per reason, and skipped."""
+    found, skipped = [], {}
     for folder in folders:
         for name in sorted(os.listdir(folder)):
             path = os.path.join(folder, name)
             if not os.path.isfile(path) or not is_image_file(name):
                 continue
             try:
-                img = read_image(path)
+                reason = reject_reason(read_image(path), min_side)
             except UnreadableImage as err:
-                log(f'skip {name}: {err}')
-                continue
-            reason = reject_reason(img, min_side)
+                reason = f'unreadable ({str(err).replace(path + ": ", "")})'
             if reason:
-                log(f'skip {name}: {reason}')
+                skipped.setdefault(reason, []).append(name)
             else:
                 found.append(path)
+    for reason, names in skipped.items():
+        log(f'skipped, {reason}: {", ".join(names)}')
     return found
 
 
@@ -218,16 +248,17 @@ def center_crop(img, crop):
 
 
 def load_clear(path, size=0, crop=0):
-    """The photograph as float BGR in [0, 1], resized and cropped, and its depth map."""
-    img = read_image(path)
-    clear = to_float(img[..., :3])
-    depth, depth_kind = depth_for(path, clear)
+    """The photograph as float BGR in [0, 1], resized and cropped, and its real depth map (None
+    when it has none)."""
+    clear = to_float(read_image(path)[..., :3])
+    depth = real_depth(path, clear.shape[:2])
     clear = center_crop(resize_short_side(clear, size), crop)
-    depth = center_crop(resize_short_side(depth, size), crop)
     # Haze is added to the clear image as it will be stored (8-bit), so each pair obeys the
     # model exactly up to the rounding of the hazy image.
-    clear = np.round(np.clip(clear, 0, 1) * 255) / 255
-    return clear.astype(np.float32), np.clip(depth, 0, 1), depth_kind
+    clear = (np.round(np.clip(clear, 0, 1) * 255) / 255).astype(np.float32)
+    if depth is None:
+        return clear, None
+    return clear, np.clip(center_crop(resize_short_side(depth, size), crop), 0, 1)
 
 
 @dataclass
@@ -249,17 +280,21 @@ def hazy_name(image_id, k, beta):
 
 
 def synthesize_split(photos, out_dir, split, first_id, count, rng, size=0, crop=0, log=print):
-    """Write ``count`` hazy versions of each photograph into ``out_dir/split``; returns the CSV rows."""
-    hazy_dir, clear_dir = os.path.join(out_dir, split, 'hazy'), os.path.join(out_dir, split, 'clear')
+    """Write ``count`` hazy versions of each photograph into ``out_dir/split`` (and the depth
+    each was made with, 16-bit, under ``depth/``); returns the CSV rows."""
+    folders = {k: os.path.join(out_dir, split, k) for k in ('hazy', 'clear', 'depth')}
     rows = []
     for image_id, path in enumerate(photos, start=first_id):
-        clear, depth, depth_kind = load_clear(path, size, crop)
+        clear, real = load_clear(path, size, crop)
+        depth_kind = 'prior' if real is None else 'real'
         clear_name = f'{image_id}.png'
-        write_image(os.path.join(clear_dir, clear_name), np.round(clear * 255).astype(np.uint8))
+        write_image(os.path.join(folders['clear'], clear_name), np.round(clear * 255).astype(np.uint8))
         for k, p in enumerate(draw_params(rng, count), start=1):
+            depth = depth_prior(clear, rng) if real is None else real
             hazy = add_haze(clear, depth, p.airlight, p.beta)
             name = hazy_name(image_id, k, p.beta)
-            write_image(os.path.join(hazy_dir, name), np.round(np.clip(hazy, 0, 1) * 255).astype(np.uint8))
+            write_image(os.path.join(folders['hazy'], name), np.round(np.clip(hazy, 0, 1) * 255).astype(np.uint8))
+            write_image(os.path.join(folders['depth'], name), np.round(depth * 65535).astype(np.uint16))
             rows.append({'split': split, 'hazy': name, 'clear': clear_name, 'source': os.path.basename(path),
                          'A': p.airlight, 'beta': p.beta, 'depth': depth_kind})
         log(f'{split}: {os.path.basename(path)} -> {clear_name} ({clear.shape[1]}x{clear.shape[0]}, '

@@ -6,10 +6,11 @@ ignores it) and whether a PNG was grayscale with alpha (OpenCV expands that to B
 Arrays are in OpenCV's channel order: gray H x W, BGR or BGRA H x W x C.
 """
 import os
-import tempfile
 
 import cv2
 import numpy as np
+
+from gunet_arch.atomic import atomic_path
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 EXIF_ORIENTATION_TAG = 0x0112
@@ -25,17 +26,18 @@ def is_image_file(path):
 
 
 def _header(path):
-    """(orientation, is_gray) from the file header; (1, None) when Pillow cannot tell."""
+    """(orientation, is_gray, has_alpha) from the file header; (1, None, None) when Pillow
+    cannot tell."""
     try:
         from PIL import Image
     except ImportError:  # orientation then stays as stored
-        return 1, None
+        return 1, None, None
     try:
         with Image.open(path) as im:
             orientation = int(im.getexif().get(EXIF_ORIENTATION_TAG, 1) or 1)
-            return orientation, im.mode in _GRAY_MODES
+            return orientation, im.mode in _GRAY_MODES, im.mode in ('LA', 'La', 'RGBA', 'RGBa', 'PA')
     except Exception:  # noqa: BLE001 - a header Pillow cannot parse is not an error for OpenCV
-        return 1, None
+        return 1, None, None
 
 
 def _decode_with_pillow(path):
@@ -47,8 +49,8 @@ def _decode_with_pillow(path):
         if im.mode in ('1', 'L', 'P') and 'transparency' not in im.info:
             return np.asarray(im.convert('L'))
         if im.mode == 'LA':
-            return np.asarray(im)[..., 0]  # caller handles alpha via the BGRA path below
-        rgba = im.mode in ('RGBA', 'LA', 'PA', 'P')
+            return np.asarray(im)  # gray + alpha, H x W x 2
+        rgba = im.mode in ('RGBA', 'PA', 'P')
         arr = np.asarray(im.convert('RGBA' if rgba else 'RGB'))
         return cv2.cvtColor(arr, cv2.COLOR_RGBA2BGRA if rgba else cv2.COLOR_RGB2BGR)
 
@@ -69,15 +71,17 @@ def apply_exif_orientation(img, orientation):
 
 
 def read_image(path):
-    """The image at ``path`` as stored (uint8/uint16/float32; gray, BGR or BGRA), upright."""
+    """The image at ``path`` as stored (uint8/uint16/float32; gray, gray+alpha, BGR or BGRA),
+    turned upright."""
     if not os.path.isfile(path):
         raise UnreadableImage(f'{path}: no such file')
-    orientation, is_gray = _header(path)
-    img = None
+    orientation, is_gray, has_alpha = _header(path)
     try:
         img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     except cv2.error:
         img = None
+    if img is not None and has_alpha and (img.ndim == 2 or img.shape[2] not in (2, 4)):
+        img = None  # OpenCV drops the alpha of some files (gray+alpha TIFF); Pillow keeps it
     if img is None:
         try:
             img = _decode_with_pillow(path)
@@ -85,11 +89,11 @@ def read_image(path):
             raise UnreadableImage(f'{path}: cannot decode image ({err.__class__.__name__}: {err})') from None
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[..., 0]
-    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (3, 4)) or min(img.shape[:2]) < 1:
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (2, 3, 4)) or min(img.shape[:2]) < 1:
         raise UnreadableImage(f'{path}: unsupported image layout {img.shape}')
     if img.dtype not in (np.uint8, np.uint16, np.float32):
         raise UnreadableImage(f'{path}: unsupported sample type {img.dtype}')
-    if is_gray and img.ndim == 3:
+    if is_gray and img.ndim == 3 and img.shape[2] in (3, 4):
         # A gray(+alpha) file that OpenCV expanded to BGR(A): keep it gray, with its alpha.
         img = img[..., 0] if img.shape[2] == 3 else np.dstack([img[..., 0], img[..., 3]])
     return apply_exif_orientation(img, orientation)
@@ -156,21 +160,13 @@ def _encode_gray_alpha(img, ext):
 
 
 def write_atomic(path, data):
-    """Write bytes to ``path`` through a hidden temporary file in the same folder and a rename,
-    so a killed process leaves either the old file or the complete new one, never a torn one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.partial', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
+    """Write bytes to ``path`` through a temporary file and a rename, so a killed process leaves
+    either no file or the complete one, never a truncated image under the final name."""
+    with atomic_path(path) as tmp:
+        with open(tmp, 'wb') as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_image(path, img):
