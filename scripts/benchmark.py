@@ -16,7 +16,6 @@ that fusion and memory format put back (same parameters, same arithmetic); with
 """
 import argparse
 import copy
-import gc
 import importlib
 import os
 import platform
@@ -123,31 +122,35 @@ def count_macs(net, size=256):
     return total[0]
 
 
-def _read_status_kb(field):
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith(field):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
+def _peak_forward_kib(variant, form, size, threads):
+    """In a fresh process: resident-memory high-water mark added by one forward, in KiB."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    net = GUNet(variant=variant).eval()
+    net = plain_baseline(net).eval() if form == 'baseline' else net.deploy()
+    x = torch.rand(1, 3, size, size)
+    before = _high_water_kib()
+    with torch.inference_mode():
+        net(x)
+    return _high_water_kib() - before
 
 
-def peak_memory_mib(fn):
-    """Peak resident memory added by ``fn()``, in MiB (Linux: VmHWM after resetting it)."""
-    gc.collect()
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')  # resets the VmHWM high-water mark
-    except OSError:
-        return float('nan')
-    before = _read_status_kb('VmRSS:')
-    fn()
-    peak = _read_status_kb('VmHWM:')
-    if before is None or peak is None:
-        return float('nan')
-    return max(peak - before, 0) / 1024
+def _high_water_kib():
+    # VmHWM belongs to this process image; getrusage's ru_maxrss would also carry the parent's
+    # peak across the fork+exec that started this process.
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) for line in f if line.startswith('VmHWM:'))
+
+
+def peak_memory_mib(variant, form, size, threads):
+    """Peak memory of one forward beyond the model itself, measured in a new process so that
+    memory the allocator kept from earlier runs cannot hide it."""
+    import multiprocessing
+
+    if not os.path.exists('/proc/self/status'):
+        return float('nan')  # Linux only
+    with multiprocessing.get_context('spawn').Pool(1) as pool:
+        return pool.apply(_peak_forward_kib, (variant, form, size, threads)) / 1024
 
 
 def interleaved_medians(fns, repeats, warmup=1):
@@ -223,10 +226,7 @@ def bench_variant(variant, args):
                 'eval': lambda: net(x),
                 'deploy': lambda: deployed(x)
             }, args.repeats)
-            row[f'mem{size}'] = {
-                k: peak_memory_mib(lambda m=m: m(x))
-                for k, m in (('base', baseline), ('deploy', deployed))
-            }
+        row[f'mem{size}'] = {k: peak_memory_mib(variant, k, size, args.threads) for k in ('baseline', 'deploy')}
         row[f'lat{size}'] = med
 
     if variant in args.train_variants:
@@ -268,7 +268,7 @@ def render(rows, args):
             cells += [fmt_ms(lat['base']), fmt_ms(lat['eval']), fmt_ms(lat['deploy']),
                       f"{lat['base'] / lat['eval']:.2f}× / {lat['base'] / lat['deploy']:.2f}×"]
         mem = r[f'mem{sizes[-1]}']
-        cells.append(f"{mem['base']:.0f} / {mem['deploy']:.0f}")
+        cells.append(f"{mem['baseline']:.0f} / {mem['deploy']:.0f}")
         if 'train' in r:
             t = r['train']
             cells += [f"{fmt_ms(t['base'])} / {fmt_ms(t['ours'])}", f"{t['base'] / t['ours']:.2f}×"]
