@@ -145,12 +145,18 @@ def _high_water_kib():
 def peak_memory_mib(variant, form, size, threads):
     """Peak memory of one forward beyond the model itself, measured in a new process so that
     memory the allocator kept from earlier runs cannot hide it."""
-    import multiprocessing
-
     if not os.path.exists('/proc/self/status'):
         return float('nan')  # Linux only
-    with multiprocessing.get_context('spawn').Pool(1) as pool:
-        return pool.apply(_peak_forward_kib, (variant, form, size, threads)) / 1024
+    return in_fresh_process(_peak_forward_kib, variant, form, size, threads) / 1024
+
+
+def in_fresh_process(fn, *args):
+    """``fn(*args)`` in a newly started interpreter (not a fork of this one)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn')) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def interleaved_medians(fns, repeats, warmup=1):
@@ -248,6 +254,18 @@ def bench_variant(variant, args):
     return row
 
 
+def _bench_variant_worker(variant, args):
+    torch.set_num_threads(args.threads)
+    return bench_variant(variant, args)
+
+
+def bench_variant_in_new_process(variant, args):
+    """Each variant in its own process: how much heap earlier variants left behind changes how
+    often a forward page-faults, which moves the timings (the baseline's most), so measuring
+    every variant from the same starting state keeps the rows comparable and order-free."""
+    return in_fresh_process(_bench_variant_worker, variant, args)
+
+
 def fmt_ms(seconds):
     return f'{seconds * 1000:.0f}' if seconds >= 0.1 else f'{seconds * 1000:.1f}'
 
@@ -298,7 +316,7 @@ def main(argv=None):
     rows = []
     for v in args.variants:
         print(f'benchmarking gUNet-{v.upper()} ...', file=sys.stderr, flush=True)
-        rows.append(bench_variant(v, args))
+        rows.append(bench_variant_in_new_process(v, args))
     cpu = platform.processor() or platform.machine()
     try:
         with open('/proc/cpuinfo') as f:
