@@ -1,8 +1,16 @@
-"""The one place where the plugin adjusts BasicSR.
+"""Fixes to BasicSR's module-level functions: the one place where the plugin patches BasicSR.
 
 Every fix below names the BasicSR behaviour it works around. They apply to PyPI's basicsr 1.4.2
 and to BasicSR's git master alike, and each one is a no-op where BasicSR already behaves.
-Importing this module is idempotent.
+
+Where BasicSR lets a model class fix something by overriding a method, the fix is a
+``GUNetModel`` override instead (``gunet_arch/models/gunet_model.py``): ``get_optimizer`` adds
+the AdamW that 1.4.2 lacks, ``model_to_device`` wraps DDP without CUDA device ids on the CPU.
+The plugin's own option handling (output roots, relative paths, option checks) is not a fix and
+lives in ``gunet_arch/options.py``; ``apply`` only gives it a place to run after parsing.
+
+This module is the lowest layer: it imports none of the plugin's other modules. Importing it
+changes nothing; ``apply()`` (called once by ``import gunet_arch``) does.
 """
 import functools
 import importlib
@@ -124,47 +132,6 @@ def load_resume_state(opt):
     return state
 
 
-def _resolve(path, root_path):
-    path = os.path.expanduser(path)
-    return path if os.path.isabs(path) else os.path.normpath(os.path.join(root_path, path))
-
-
-def resolve_relative_paths(opt, root_path):
-    """BasicSR opens relative data and checkpoint paths against the working directory, so the
-    same option file only works when launched from the repository root. Resolve them against
-    ``root_path`` (the project, or the BasicSR clone) instead."""
-    for ds_opt in (opt.get('datasets') or {}).values():
-        for key, val in ds_opt.items():
-            if isinstance(val, str) and (key.startswith('dataroot') or key == 'meta_info_file'):
-                ds_opt[key] = _resolve(val, root_path)
-    for key, val in (opt.get('path') or {}).items():
-        if isinstance(val, str) and ('resume_state' in key or 'pretrain_network' in key):
-            opt['path'][key] = _resolve(val, root_path)
-
-
-def honour_output_roots(opt, option_file, root_path, is_train):
-    """basicsr 1.4.2 always writes to ``<root>/experiments/<name>`` and ``<root>/results/<name>``;
-    BasicSR master honours ``path.experiments_root`` / ``path.results_root`` from the option
-    file. Honour them on both (relative ones against ``root_path``)."""
-    import yaml
-    from basicsr.utils.options import ordered_yaml
-
-    with open(option_file, mode='r') as f:
-        raw = yaml.load(f, Loader=ordered_yaml()[0]) or {}
-    key = 'experiments_root' if is_train else 'results_root'
-    base = (raw.get('path') or {}).get(key)
-    if not base:
-        return
-    root = os.path.join(_resolve(base, root_path), opt['name'])
-    paths = opt['path']
-    paths[key] = root
-    paths['log'] = root
-    paths['visualization'] = os.path.join(root, 'visualization')
-    if is_train:
-        paths['models'] = os.path.join(root, 'models')
-        paths['training_states'] = os.path.join(root, 'training_states')
-
-
 def _patch_script_resume(main_module):
     """A BasicSR clone runs ``basicsr/train.py`` as ``__main__``, whose own ``load_resume_state``
     the patch of ``basicsr.train`` does not reach."""
@@ -174,7 +141,7 @@ def _patch_script_resume(main_module):
         main_module.load_resume_state = load_resume_state
 
 
-def _wrap_parse_options(original):
+def _wrap_parse_options(original, after_parse):
     @functools.wraps(original)
     def parse_options(root_path, is_train=True):
         sys.argv = _normalise_local_rank_flag(sys.argv)
@@ -186,21 +153,18 @@ def _wrap_parse_options(original):
         if '__main__' in sys.modules:
             _patch_script_resume(sys.modules['__main__'])
         opt, args = original(root_path, is_train=is_train)
-        honour_output_roots(opt, args.opt, root_path, is_train)
-        resolve_relative_paths(opt, root_path)
-        if opt.get('model_type') == 'GUNetModel':
-            # Fail on a bad gUNet option now, before datasets, loggers and models are built.
-            from gunet_arch.models.option_checks import check_dataset_paths, check_options
-            check_options(opt)
-            check_dataset_paths(opt)
+        if after_parse is not None:
+            after_parse(opt, args, root_path, is_train)
         return opt, args
 
     parse_options._gunet_wrapped = True
     return parse_options
 
 
-def apply():
-    """Apply every fix; safe to call more than once."""
+def apply(after_parse=None):
+    """Apply every fix; safe to call more than once. ``after_parse(opt, args, root_path,
+    is_train)`` runs on each parsed option file, where ``parse_options`` is wrapped anyway for
+    the ``--local-rank`` fix."""
     global _APPLIED
     if _APPLIED:
         return
@@ -211,7 +175,7 @@ def apply():
     dist_util.init_dist = init_dist
     options.init_dist = init_dist
     if not getattr(options.parse_options, '_gunet_wrapped', False):
-        options.parse_options = _wrap_parse_options(options.parse_options)
+        options.parse_options = _wrap_parse_options(options.parse_options, after_parse)
     # basicsr.train / basicsr.test bind parse_options by name at import time; when they are
     # already imported (``import basicsr`` imports them), point them at the wrapper too.
     for name in ('basicsr.train', 'basicsr.test'):

@@ -17,7 +17,8 @@ if __name__ == '__main__' and sys.path and osp.abspath(sys.path[0] or '.') == PA
 def main():
     import gunet_arch  # noqa: F401  (registers the plugin and applies the BasicSR fixes)
     from basicsr.test import test_pipeline
-    from gunet_arch.train import output_root
+
+    from gunet_arch.options import output_root
 
     test_pipeline(output_root())
 

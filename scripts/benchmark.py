@@ -30,7 +30,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from gunet_arch.archs import GUNet  # noqa: E402
+from gunet_arch.archs import VARIANTS, GUNet  # noqa: E402
 
 
 class ConcatSKFusion(nn.Module):
@@ -300,17 +300,21 @@ def render(rows, args):
     return '\n'.join(lines)
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--variants', nargs='+', default=['t', 's', 'b', 'd'], choices=['t', 's', 'b', 'd'])
+    parser.add_argument('--variants', nargs='+', default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument('--sizes', nargs='+', type=int, default=[256, 512])
     parser.add_argument('--threads', type=int, default=2, help='torch CPU threads (default 2)')
     parser.add_argument('--repeats', type=int, default=7, help='timed forward runs per model and size')
-    parser.add_argument('--train-variants', nargs='*', default=['t', 's', 'b', 'd'], choices=['t', 's', 'b', 'd'],
+    parser.add_argument('--train-variants', nargs='*', default=list(VARIANTS), choices=list(VARIANTS),
                         help='variants whose training step is timed')
     parser.add_argument('--train-repeats', type=int, default=3)
     parser.add_argument('--official', metavar='PATH', help='a clone of IDKiro/gUNet to time side by side')
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
 
     rows = []

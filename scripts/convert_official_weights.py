@@ -10,7 +10,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from gunet_arch.archs.official_weights import load_gunet_checkpoint  # noqa: E402
+from gunet_arch.archs import VARIANTS  # noqa: E402
+from gunet_arch.archs.checkpoints import load_gunet_checkpoint  # noqa: E402
 from gunet_arch.atomic import atomic_torch_save  # noqa: E402
 
 
@@ -18,7 +19,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--input', required=True, help='official checkpoint (gunet-t.pth ...)')
     parser.add_argument('--output', required=True, help='BasicSR checkpoint to write')
-    parser.add_argument('--variant', choices=['t', 's', 'b', 'd'], help='fail unless the weights are this variant')
+    parser.add_argument('--variant', choices=list(VARIANTS), help='fail unless the weights are this variant')
     args = parser.parse_args(argv)
 
     if os.path.abspath(args.input) == os.path.abspath(args.output):

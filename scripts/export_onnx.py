@@ -13,14 +13,15 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from gunet_arch.archs.official_weights import build_gunet_from_checkpoint  # noqa: E402
+from gunet_arch.archs import VARIANTS  # noqa: E402
+from gunet_arch.archs.checkpoints import build_gunet_from_checkpoint  # noqa: E402
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--weights', required=True, help='checkpoint: BasicSR (params/params_ema) or official')
     parser.add_argument('--output', required=True, help='ONNX file to write')
-    parser.add_argument('--variant', choices=['t', 's', 'b', 'd'], help='fail unless the weights are this variant')
+    parser.add_argument('--variant', choices=list(VARIANTS), help='fail unless the weights are this variant')
     parser.add_argument('--opset', type=int, default=18)
     parser.add_argument('--check', action='store_true', help='compare onnxruntime with PyTorch after export')
     args = parser.parse_args(argv)

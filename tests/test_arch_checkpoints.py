@@ -8,7 +8,7 @@ import torch
 
 import gunet_arch  # noqa: F401
 from gunet_arch.archs import GUNet
-from gunet_arch.archs.official_weights import build_gunet_from_checkpoint, load_gunet_checkpoint
+from gunet_arch.archs.checkpoints import build_gunet_from_checkpoint, load_gunet_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONVERT = os.path.join(ROOT, 'scripts', 'convert_official_weights.py')

@@ -3,13 +3,15 @@ exact resume, checkpoints, and validation with float metrics and a CSV."""
 import copy
 import csv
 import os
+import sys
 
 import pytest
 import torch
 
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.models import build_model
-from conftest import TINY_NET, tiny_train_opt
+from basicsr.utils.options import parse_options
+from conftest import ROOT, TINY_NET, tiny_train_opt, write_option_file
 from gunet_arch.compat import load_resume_state
 from gunet_arch.metrics import calculate_psnr_dehaze
 from gunet_arch.models.frozen_bn import batch_norms
@@ -137,11 +139,13 @@ def test_float16_amp_without_cuda_falls_back_to_bfloat16_with_one_warning(make_o
     (lambda o: o.update(sync_bn='maybe'), r'sync_bn'),
     (lambda o: o['train'].update(frozen_bn_iter=-5), r'train\.frozen_bn_iter'),
 ])
-def test_bad_options_fail_before_training_naming_the_key(make_opt, edit, match):
+def test_bad_options_fail_before_training_naming_the_key(make_opt, edit, match, tmp_path, monkeypatch):
+    """The checks run once, as BasicSR parses the option file: before any dataset or model."""
     opt = make_opt()
     edit(opt)
+    monkeypatch.setattr(sys, 'argv', ['train.py', '-opt', write_option_file(opt, str(tmp_path / 'bad.yml'))])
     with pytest.raises(ValueError, match=match):
-        build_model(opt)
+        parse_options(ROOT, is_train=True)
 
 
 def resumed_opt(opt, iteration):

@@ -1,3 +1,4 @@
-from .gunet_arch import GUNet, VARIANTS, variant_depths
+from .gunet_arch import GUNet
+from .variants import VARIANTS, Variant, get_variant, network_config, variant_of
 
-__all__ = ['GUNet', 'VARIANTS', 'variant_depths']
+__all__ = ['GUNet', 'VARIANTS', 'Variant', 'get_variant', 'network_config', 'variant_of']

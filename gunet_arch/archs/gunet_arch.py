@@ -9,7 +9,8 @@ things differ, neither of which changes a result beyond float rounding:
 * the network can run in ``channels_last`` memory format, which the convolutions prefer on CPU.
 
 The public forward works on BasicSR's [0, 1] images; the official [-1, 1] range, the padding to
-a multiple of 8 and the crop back all happen inside.
+a multiple of the coarsest stage's stride (8 for the paper's 7 stages) and the crop back all
+happen inside.
 """
 import math
 
@@ -19,21 +20,7 @@ from torch import nn
 
 from basicsr.utils.registry import ARCH_REGISTRY
 
-# Depth multiplier M of each variant: stage depths are [M, M, M, 2M, M, M, M].
-VARIANTS = {'t': 2, 's': 4, 'b': 8, 'd': 16}
-BASE_DIM = 24
-KERNEL_SIZE = 5
-
-
-def variant_depths(variant):
-    key = str(variant).lower()
-    if key.startswith('gunet-') or key.startswith('gunet_'):
-        key = key[6:]
-    if key not in VARIANTS:
-        raise ValueError(f'unknown gUNet variant {variant!r}; valid variants: {", ".join(VARIANTS)}')
-    m = VARIANTS[key]
-    return [m, m, m, 2 * m, m, m, m]
-
+from .variants import network_config, variant_of
 
 @torch.no_grad()
 def _trunc_normal_inverse_cdf(tensor, std, lo=-2.0, hi=2.0):
@@ -49,7 +36,7 @@ def _trunc_normal_inverse_cdf(tensor, std, lo=-2.0, hi=2.0):
 class ConvLayer(nn.Module):
     """The gated convolution: proj(Wv(x) * sigmoid(Wg(x)))."""
 
-    def __init__(self, net_depth, dim, kernel_size=KERNEL_SIZE):
+    def __init__(self, net_depth, dim, kernel_size):
         super().__init__()
         self.Wv = nn.Sequential(
             nn.Conv2d(dim, dim, 1),
@@ -72,7 +59,7 @@ class ConvLayer(nn.Module):
 class BasicBlock(nn.Module):
     """Residual gConv block: x + conv(BN(x)). ``deploy`` folds ``norm`` into the conv."""
 
-    def __init__(self, net_depth, dim, kernel_size=KERNEL_SIZE):
+    def __init__(self, net_depth, dim, kernel_size):
         super().__init__()
         self.norm = nn.BatchNorm2d(dim)
         self.conv = ConvLayer(net_depth, dim, kernel_size)
@@ -83,7 +70,7 @@ class BasicBlock(nn.Module):
 
 class BasicLayer(nn.Module):
 
-    def __init__(self, net_depth, dim, depth, kernel_size=KERNEL_SIZE):
+    def __init__(self, net_depth, dim, depth, kernel_size):
         super().__init__()
         self.blocks = nn.ModuleList([BasicBlock(net_depth, dim, kernel_size) for _ in range(depth)])
 
@@ -145,7 +132,8 @@ class GUNet(nn.Module):
     """gUNet for images in [0, 1].
 
     Args:
-        variant (str): 't', 's', 'b' or 'd'; sets ``depths`` (ignored when ``depths`` is given).
+        variant (str): a name from ``archs/variants.py`` ('t', 's', 'b', 'd'); it fills in
+            whichever of ``base_dim``, ``depths`` and ``kernel_size`` are not given.
         base_dim (int): channels of the first stage (N, 24 in the paper).
         depths (list[int]): blocks per stage, an odd number of stages.
         kernel_size (int): depthwise kernel size (5 in the paper).
@@ -153,22 +141,16 @@ class GUNet(nn.Module):
             CPU and on tensor-core GPUs). Parameters and outputs are the same either way.
     """
 
-    pad_multiple = 8
-
-    def __init__(self, variant='t', base_dim=BASE_DIM, depths=None, kernel_size=KERNEL_SIZE, channels_last=True):
+    def __init__(self, variant='t', base_dim=None, depths=None, kernel_size=None, channels_last=True):
         super().__init__()
-        if depths is None:
-            depths = variant_depths(variant)
-            self.variant = str(variant).lower()[-1]
-        else:
-            depths = [int(d) for d in depths]
-            self.variant = next((k for k in VARIANTS if variant_depths(k) == depths and base_dim == BASE_DIM
-                                 and kernel_size == KERNEL_SIZE), None)
+        config = network_config(variant, base_dim, depths, kernel_size)
+        base_dim, depths, kernel_size = config['base_dim'], config['depths'], config['kernel_size']
         if len(depths) % 2 != 1 or min(depths) < 1:
             raise ValueError(f'depths must be an odd number of positive stage depths, got {depths}')
+        self.variant = variant_of(config)
         self.depths = list(depths)
-        self.base_dim = int(base_dim)
-        self.kernel_size = int(kernel_size)
+        self.base_dim = base_dim
+        self.kernel_size = kernel_size
         self.channels_last = bool(channels_last)
         self.deployed = False
 
@@ -178,6 +160,7 @@ class GUNet(nn.Module):
         dims = [2**i * base_dim for i in range(half)]
         dims = dims + [2**half * base_dim] + dims[::-1]
         self.stage_num, self.half_num = stage_num, half
+        # Inputs are padded to a multiple of the coarsest stage's stride: 8 for the paper's 7 stages.
         self.pad_multiple = 2**half
         # The smallest stage must be >= 3 pixels for the reflect padding of the 5x5 depthwise conv.
         self.min_size = self.pad_multiple * (kernel_size // 2 + 1)
@@ -216,7 +199,8 @@ class GUNet(nn.Module):
         return self.outconv(feat) + x
 
     def pad(self, x):
-        """Pad bottom/right to a multiple of 8 (and to ``min_size``), as the official test does:
+        """Pad bottom/right to a multiple of ``pad_multiple`` (and to ``min_size``), as the official
+        test does (8 there):
         reflect where the image is big enough, replicate where it is not."""
         h, w = x.shape[-2:]
         ph = max(-h % self.pad_multiple, self.min_size - h)

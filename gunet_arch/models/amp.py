@@ -30,7 +30,6 @@ class AmpSettings:
     """What autocast and loss scaling to use on ``device``."""
 
     def __init__(self, amp_opt, device):
-        check_amp_options(amp_opt)
         amp_opt = {'enabled': amp_opt} if isinstance(amp_opt, bool) else (amp_opt or {})
         self.device_type = torch.device(device).type
         self.enabled = bool(amp_opt.get('enabled', False))

@@ -21,30 +21,27 @@ from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from gunet_arch.archs.checkpoints import check_state_dict, extract_state_dict, read_checkpoint, strip_module_prefix
+from gunet_arch.archs.variants import network_config
 from gunet_arch.atomic import atomic_path, atomic_torch_save
 from .amp import AmpSettings
 from .frozen_bn import bn_buffers, restore_bn_buffers, set_frozen_bn
 from .lr_scheduler import LR_SCHEDULER_REGISTRY, build_scheduler
-from .option_checks import check_options
 from .sync_bn import convert_sync_batchnorm
 
 # Metrics that read float images in [0, 1]; every other metric gets BasicSR's uint8 images.
 FLOAT_METRICS = ('calculate_psnr_dehaze', 'calculate_ssim_dehaze')
 # The per-GPU batch below which BatchNorm statistics are too noisy without synchronisation.
 SYNC_BN_BATCH = 16
-# Keys of network_g that do not change the weights (a resume may differ in these).
-_LAYOUT_ONLY_KEYS = ('channels_last', )
 
 
 def _network_signature(net_opt):
-    """network_g options reduced to what decides the shapes of the weights."""
-    sig = {k: v for k, v in dict(net_opt).items() if k not in _LAYOUT_ONLY_KEYS}
-    if sig.get('type') == 'GUNet' and sig.get('depths') is None:
-        from gunet_arch.archs import variant_depths
-        sig['depths'] = variant_depths(sig.pop('variant', 't'))
-    sig.pop('variant', None)
-    if sig.get('depths') is not None:
-        sig['depths'] = [int(d) for d in sig['depths']]
+    """network_g options reduced to what decides the shapes of the weights (a resume may differ
+    in the rest, e.g. channels_last)."""
+    sig = {k: v for k, v in dict(net_opt).items() if k not in ('variant', 'channels_last')}
+    if net_opt.get('type') == 'GUNet':
+        sig.update(network_config(net_opt.get('variant', 't'), net_opt.get('base_dim'), net_opt.get('depths'),
+                                  net_opt.get('kernel_size')))
     return sig
 
 
@@ -57,7 +54,6 @@ class GUNetModel(SRModel):
             warnings.warn(f'num_gpu is {opt["num_gpu"]} but CUDA is not available: running on the CPU',
                           RuntimeWarning, stacklevel=2)
             opt['num_gpu'] = 0
-        check_options(opt)
         self.bad_steps = 0
         self.bad_steps_in_a_row = 0
         self.bn_frozen = False
@@ -297,9 +293,8 @@ class GUNetModel(SRModel):
             raise ValueError('save_network: the numbers of networks and param keys differ')
         save_dict = {}
         for net_, key in zip(nets, keys):
-            state_dict = self.get_bare_model(net_).state_dict()
-            save_dict[key] = OrderedDict(
-                (k[len('module.'):] if k.startswith('module.') else k, v.cpu()) for k, v in state_dict.items())
+            state_dict = strip_module_prefix(self.get_bare_model(net_).state_dict())
+            save_dict[key] = OrderedDict((k, v.cpu()) for k, v in state_dict.items())
         atomic_torch_save(save_dict, save_path)
 
     @master_only
@@ -319,6 +314,7 @@ class GUNetModel(SRModel):
 
     def resume_training(self, resume_state):
         saved = resume_state.get('network_g')
+        saved = _network_signature(saved) if saved is not None else None
         current = _network_signature(self.opt['network_g'])
         if saved is not None and saved != current:
             raise ValueError(f'The training state was saved by another network ({saved}); this option file '
@@ -341,18 +337,11 @@ class GUNetModel(SRModel):
         (``{'state_dict': {'module.…': …}}``) load as they are, and a strict load (always
         strict when resuming) fails with the first mismatching key before anything is loaded,
         instead of a partial load."""
-        from gunet_arch.archs.official_weights import check_state_dict, extract_state_dict
-
         if self.opt['path'].get('resume_state'):
             strict = True
         logger = get_root_logger()
-        checkpoint = torch.load(load_path, map_location='cpu', weights_only=True)
-        if param_key is not None and param_key not in checkpoint:
-            fallback = next((k for k in ('params', 'state_dict') if k in checkpoint), None)
-            if fallback is not None:
-                logger.info(f'Loading: {param_key} does not exist in {load_path}, use {fallback}.')
-                param_key = fallback
-        state_dict = extract_state_dict(checkpoint, param_key=param_key, source=load_path)
+        checkpoint = read_checkpoint(load_path)
+        state_dict = extract_state_dict(checkpoint, param_key=param_key, source=load_path, log=logger.info)
         bare = self.get_bare_model(net)
         logger.info(f'Loading {bare.__class__.__name__} model from {load_path}, with param key: [{param_key}].')
         if strict:

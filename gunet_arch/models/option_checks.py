@@ -1,6 +1,12 @@
 """Checks of the options GUNetModel reads, so that a typo fails before any training starts and
-the error names the key, instead of surfacing later as a KeyError deep in BasicSR."""
+the error names the key, instead of surfacing later as a KeyError deep in BasicSR.
+
+They run once per run, right after BasicSR parses the option file (``gunet_arch/options.py``),
+before any dataset, logger or network is built.
+"""
 import os
+
+from gunet_arch.archs.variants import get_variant
 
 from .amp import check_amp_options
 from .lr_scheduler import LR_SCHEDULER_REGISTRY
@@ -14,10 +20,10 @@ def check_network_options(opt):
     net_opt = opt.get('network_g')
     if not net_opt or 'type' not in net_opt:
         raise ValueError('network_g.type is missing (use GUNet)')
-    if net_opt['type'] == 'GUNet' and net_opt.get('depths') is None:
-        from gunet_arch.archs import variant_depths
+    # The variant's name is read only for what base_dim, depths and kernel_size leave to it.
+    if net_opt['type'] == 'GUNet' and any(net_opt.get(k) is None for k in ('base_dim', 'depths', 'kernel_size')):
         try:
-            variant_depths(net_opt.get('variant', 't'))
+            get_variant(net_opt.get('variant', 't'))
         except ValueError as err:
             raise ValueError(f'network_g.variant: {err}') from None
 

@@ -1,9 +1,11 @@
-"""Reading gUNet weights from either checkpoint format.
+"""Reading gUNet weights, whichever program saved them. The model, inference, conversion and
+ONNX export all read checkpoints through this module.
 
 * BasicSR: ``{'params': sd}`` and/or ``{'params_ema': sd}``.
 * Official gUNet training: ``{'state_dict': sd, 'optimizer': ..., ...}`` where ``sd`` comes from a
   DistributedDataParallel model, so every key starts with ``module.``.
 
+Files are read with ``weights_only=True``: a checkpoint is data, and loading one never runs code.
 The variant is read off the weights (blocks per stage, width, kernel size), and the whole state
 dict is checked against the network it describes before anything is loaded, so a wrong file fails
 with the first offending key instead of a half-loaded model.
@@ -13,26 +15,52 @@ import re
 
 import torch
 
-from .gunet_arch import BASE_DIM, KERNEL_SIZE, VARIANTS, GUNet, variant_depths
+from .gunet_arch import GUNet
+from .variants import get_variant, network_config, variant_of
 
 PARAM_KEYS = ('params_ema', 'params', 'state_dict')
 _BLOCK_KEY = re.compile(r'^layers\.(\d+)\.blocks\.(\d+)\.')
+_DDP_PREFIX = 'module.'
 
 
-def extract_state_dict(checkpoint, param_key=None, source='checkpoint'):
-    """The network state dict inside ``checkpoint``, with any ``module.`` prefix removed."""
+def strip_module_prefix(state_dict):
+    """``state_dict`` without the ``module.`` that (Distributed)DataParallel puts before each key."""
+    return {(k[len(_DDP_PREFIX):] if k.startswith(_DDP_PREFIX) else k): v for k, v in state_dict.items()}
+
+
+def read_checkpoint(path, map_location='cpu'):
+    """The object saved in ``path``, loaded as data only."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'no such checkpoint file: {path}')
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # pickle, zip and weights-only errors all mean "not a checkpoint we read"
+        raise ValueError(f'{path}: cannot be read as a PyTorch checkpoint ({err.__class__.__name__}: {err})') from None
+
+
+def extract_state_dict(checkpoint, param_key=None, source='checkpoint', log=None):
+    """The network state dict inside ``checkpoint``, with any ``module.`` prefix removed.
+
+    Without ``param_key`` the first of ``PARAM_KEYS`` present is taken (or the top level, for a
+    bare state dict). A ``param_key`` the file lacks falls back to ``params`` or ``state_dict``,
+    as BasicSR's ``param_key_g: params_ema`` users expect of a checkpoint saved without EMA."""
     if not isinstance(checkpoint, dict):
         raise ValueError(f'{source}: expected a dict of tensors, got {type(checkpoint).__name__}')
-    if param_key is not None:
-        if param_key not in checkpoint:
+    if param_key is not None and param_key not in checkpoint:
+        fallback = next((k for k in ('params', 'state_dict') if k in checkpoint), None)
+        if fallback is None:
             raise ValueError(f'{source}: no {param_key!r} entry (found: {", ".join(map(str, checkpoint))})')
+        if log is not None:
+            log(f'Loading: {param_key} does not exist in {source}, use {fallback}.')
+        param_key = fallback
+    if param_key is not None:
         sd = checkpoint[param_key]
     else:
         sd = next((checkpoint[k] for k in PARAM_KEYS if isinstance(checkpoint.get(k), dict)), checkpoint)
     if not isinstance(sd, dict) or not sd or not all(torch.is_tensor(v) for v in sd.values()):
         raise ValueError(f'{source}: not a gUNet checkpoint (no state dict of tensors under '
                          f'{"/".join(PARAM_KEYS)} or at the top level)')
-    return {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in sd.items()}
+    return strip_module_prefix(sd)
 
 
 def infer_config(sd, source='checkpoint'):
@@ -49,18 +77,8 @@ def infer_config(sd, source='checkpoint'):
     depths = [blocks.get(i, 0) for i in range(max(blocks) + 1)]
     if len(depths) % 2 != 1 or min(depths) < 1:
         raise ValueError(f'{source}: not a gUNet checkpoint: stage depths {depths} are not an odd number of stages')
-    return {
-        'base_dim': int(sd['inconv.proj.weight'].shape[0]),
-        'depths': depths,
-        'kernel_size': int(sd['layers.0.blocks.0.conv.Wv.1.weight'].shape[-1]),
-    }
-
-
-def variant_of(config):
-    """'t'/'s'/'b'/'d' when ``config`` is one of the paper's variants, else None."""
-    if config['base_dim'] != BASE_DIM or config['kernel_size'] != KERNEL_SIZE:
-        return None
-    return next((v for v in VARIANTS if variant_depths(v) == list(config['depths'])), None)
+    return network_config(base_dim=sd['inconv.proj.weight'].shape[0], depths=depths,
+                          kernel_size=sd['layers.0.blocks.0.conv.Wv.1.weight'].shape[-1])
 
 
 def check_state_dict(sd, net, source='checkpoint'):
@@ -79,22 +97,16 @@ def check_state_dict(sd, net, source='checkpoint'):
 
 def load_gunet_checkpoint(path, variant=None, map_location='cpu', param_key=None):
     """Read ``path`` and return ``(state_dict, config)``; ``config`` holds base_dim, depths,
-    kernel_size and variant (None for a non-paper configuration). With ``variant`` given, a
-    checkpoint of another variant is an error."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'no such checkpoint file: {path}')
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # pickle, zip and weights-only errors all mean "not a checkpoint we read"
-        raise ValueError(f'{path}: cannot be read as a PyTorch checkpoint ({err.__class__.__name__}: {err})') from None
-    sd = extract_state_dict(checkpoint, param_key=param_key, source=path)
+    kernel_size and variant (None for a configuration that is no named variant). With ``variant``
+    given, a checkpoint of another variant is an error."""
+    sd = extract_state_dict(read_checkpoint(path, map_location), param_key=param_key, source=path)
     config = infer_config(sd, source=path)
     config['variant'] = variant_of(config)
     if variant is not None:
-        wanted = variant_depths(variant)  # also validates the name
-        if config['variant'] is None or variant_depths(config['variant']) != wanted:
-            reference = GUNet(variant=variant, channels_last=False)
-            check_state_dict(sd, reference, source=f'{path} (checked against gUNet-{variant.lower()[-1].upper()})')
+        wanted = get_variant(variant)  # also validates the name
+        if config['variant'] != wanted.name:
+            reference = GUNet(variant=wanted.name, channels_last=False)
+            check_state_dict(sd, reference, source=f'{path} (checked against gUNet-{wanted.name.upper()})')
     net = GUNet(base_dim=config['base_dim'], depths=config['depths'], kernel_size=config['kernel_size'],
                 channels_last=False)
     check_state_dict(sd, net, source=path)
