@@ -1,4 +1,6 @@
-# make test : create .venv (once), install the project with its extras, run the test suite.
+# make test : create .venv (once), install the project with its extras, lint, run the test suite.
+# make lint : ruff (ruff.toml) over the whole tree.
+# make test-gpu : the tests marked cuda, on a machine with CUDA.
 # make demo : synthesise a small hazy set, train gUNet-T on the CPU, test it, print the result.
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -9,7 +11,7 @@ STAMP := $(VENV)/.gunet-installed
 TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
 BASICSR_PKG ?= basicsr==1.4.2
 
-.PHONY: test demo venv clean-demo
+.PHONY: test test-gpu lint demo venv clean-demo
 
 venv: $(STAMP)
 
@@ -26,8 +28,18 @@ $(STAMP): setup.py | $(PY)
 	$(PY) -m pip install --no-build-isolation -e '.[test,deploy,demo]'
 	touch $(STAMP)
 
-test: $(STAMP)
-	$(PY) -m pytest -q tests
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+# -rs lists every skip, and a skip fails the run (tests/conftest.py): what the Makefile installs
+# is never skipped. CUDA tests are deselected here, not skipped, and run by `make test-gpu`.
+test: lint
+	$(PY) -m pytest -q -rs -m 'not cuda' tests
+
+test-gpu: $(STAMP)
+	$(PY) -c "import torch, sys; sys.exit(not torch.cuda.is_available())" \
+		|| { echo 'make test-gpu: no CUDA device here' >&2; exit 1; }
+	$(PY) -m pytest -q -rs -m cuda tests
 
 # The demo runs the commands a user runs on their own data; each step is redone only when what
 # it reads changed, so a second `make demo` just prints the result again, and an interrupted

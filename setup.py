@@ -24,7 +24,7 @@ setup(
         'Pillow',
     ],
     extras_require={
-        'test': ['pytest', 'scikit-image'],
+        'test': ['pytest', 'scikit-image', 'ruff==0.17.6'],
         'deploy': ['onnx', 'onnxscript', 'onnxruntime'],
         # The demo hazes the photographs that ship with scikit-image.
         'demo': ['scikit-image'],

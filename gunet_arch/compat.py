@@ -14,6 +14,7 @@ changes nothing; ``apply()`` (called once by ``import gunet_arch``) does.
 """
 import functools
 import importlib
+import math
 import os
 import sys
 import types
@@ -47,11 +48,48 @@ def _normalise_local_rank_flag(argv):
     return out
 
 
+# How long a collective waits for a rank that stopped answering (dist_params.timeout, seconds).
+# torch's own default is 30 minutes: a job with a dead rank would sit idle that long.
+DEFAULT_TIMEOUT_S = 300
+
+
+def _slurm_env(name, *alternatives):
+    for key in (name, ) + alternatives:
+        if os.environ.get(key):
+            return os.environ[key]
+    raise RuntimeError(f'--launcher slurm: the environment variable {name} is not set; run the command inside a '
+                       'Slurm allocation (srun, or sbatch with srun), or use --launcher pytorch with torchrun')
+
+
+def slurm_master_port(job_id):
+    """A port that differs between jobs, so two jobs sharing a node do not collide: 15000-29999
+    (below the kernel's ephemeral range)."""
+    return 15000 + int(job_id) % 15000
+
+
+def _first_host(node_list):
+    import subprocess
+
+    try:
+        out = subprocess.run(['scontrol', 'show', 'hostnames', node_list], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise RuntimeError(f'--launcher slurm: cannot expand the node list {node_list!r} with scontrol: {err}') from None
+    hosts = out.stdout.split()
+    if out.returncode != 0 or not hosts:
+        raise RuntimeError(f'--launcher slurm: scontrol show hostnames {node_list} failed: {out.stderr.strip()}')
+    return hosts[0]
+
+
 def init_dist(launcher, backend=None, **kwargs):
     """BasicSR's ``init_dist`` hard-codes the NCCL backend and calls ``torch.cuda.set_device``,
-    so ``--launcher pytorch|slurm`` cannot run without GPUs. This version picks NCCL with CUDA
-    and gloo without, and binds a GPU only when there is one."""
-    import subprocess
+    so ``--launcher pytorch|slurm`` cannot run without GPUs; under SLURM it fails with a KeyError
+    outside an allocation, uses one fixed port for every job on a node, and trusts an inherited
+    MASTER_ADDR; and it keeps torch's 30-minute collective timeout, so a job with a dead rank
+    hangs that long. This version picks NCCL with CUDA and gloo without, binds a GPU only when
+    there is one, takes MASTER_ADDR from the allocation's node list and MASTER_PORT from the job
+    id (``dist_params.port`` overrides it), names a missing SLURM variable, and waits
+    ``dist_params.timeout`` seconds (default 300) for a silent rank."""
+    import datetime
 
     import torch
     import torch.distributed as dist
@@ -62,21 +100,19 @@ def init_dist(launcher, backend=None, **kwargs):
     has_cuda = torch.cuda.is_available()
     if backend is None:
         backend = 'nccl' if has_cuda else 'gloo'
+    timeout = datetime.timedelta(seconds=float(kwargs.pop('timeout', DEFAULT_TIMEOUT_S)))
+    port = kwargs.pop('port', None)
     if launcher == 'pytorch':
         rank = int(os.environ['RANK'])
         local_rank = int(os.environ.get('LOCAL_RANK', rank))
     elif launcher == 'slurm':
-        rank = int(os.environ['SLURM_PROCID'])
-        ntasks = int(os.environ['SLURM_NTASKS'])
-        per_node = int(os.environ.get('SLURM_NTASKS_PER_NODE', '0').split('(')[0] or 0)
-        local_rank = int(os.environ.get('SLURM_LOCALID', rank % per_node if per_node else rank))
-        port = kwargs.pop('port', None)
-        if port is not None:
-            os.environ['MASTER_PORT'] = str(port)
-        os.environ.setdefault('MASTER_PORT', '29500')
-        if 'MASTER_ADDR' not in os.environ:
-            node_list = os.environ['SLURM_NODELIST']
-            os.environ['MASTER_ADDR'] = subprocess.getoutput(f'scontrol show hostname {node_list} | head -n1')
+        rank = int(_slurm_env('SLURM_PROCID'))
+        ntasks = int(_slurm_env('SLURM_NTASKS'))
+        local_rank = int(_slurm_env('SLURM_LOCALID'))
+        node_list = _slurm_env('SLURM_STEP_NODELIST', 'SLURM_NODELIST', 'SLURM_JOB_NODELIST')
+        job_id = _slurm_env('SLURM_JOB_ID', 'SLURM_JOBID')
+        os.environ['MASTER_PORT'] = str(port if port is not None else slurm_master_port(job_id))
+        os.environ['MASTER_ADDR'] = _first_host(node_list)
         os.environ['WORLD_SIZE'] = str(ntasks)
         os.environ['LOCAL_RANK'] = str(local_rank)
         os.environ['RANK'] = str(rank)
@@ -85,73 +121,155 @@ def init_dist(launcher, backend=None, **kwargs):
     if has_cuda:
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, **kwargs)
+        dist.init_process_group(backend=backend, timeout=timeout, **kwargs)
 
 
-def find_latest_state(experiments_root):
-    """Path of the newest ``<iter>.state`` under ``experiments_root/training_states``, or None."""
+def _dist_params_of(argv):
+    """``dist_params`` of the option file named by ``-opt`` in ``argv``. BasicSR passes them to
+    ``init_dist`` only for ``--launcher slurm``; torchrun runs need their timeout as well."""
+    import yaml
+
+    try:
+        path = argv[argv.index('-opt') + 1]
+        with open(path) as f:
+            params = (yaml.safe_load(f) or {}).get('dist_params') or {}
+    except (ValueError, IndexError, OSError, yaml.YAMLError, AttributeError):
+        return {}  # BasicSR's own parser reports a missing or broken option file
+    return dict(params) if isinstance(params, dict) else {}
+
+
+def training_states(experiments_root):
+    """``[(iteration, path)]`` of the ``<iter>.state`` files under ``experiments_root``, newest
+    first. Temporary files of a save in progress (``.<iter>.*.partial.state``) are not states."""
     state_dir = os.path.join(experiments_root, 'training_states')
     if not os.path.isdir(state_dir):
-        return None
-    iters = []
+        return []
+    found = []
     for name in os.listdir(state_dir):
         stem, ext = os.path.splitext(name)
         if ext == '.state' and stem.isdigit():
-            iters.append(int(stem))
-    if not iters:
-        return None
-    return os.path.join(state_dir, f'{max(iters)}.state')
+            found.append((int(stem), os.path.join(state_dir, name)))
+    return sorted(found, reverse=True)
+
+
+def _read_state(path, device, models_dir):
+    """The training state at ``path``; ValueError when it, or the ``net_g_<iter>.pth`` that a
+    resume loads with it, is unreadable."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+        iteration = state['iter']
+        net_path = os.path.join(models_dir, f'net_g_{iteration}.pth')
+        torch.load(net_path, map_location='cpu', weights_only=True)
+    except Exception as err:  # truncated, corrupt or missing: all mean "not a state to resume from"
+        raise ValueError(f'{err.__class__.__name__}: {err}') from None
+    return state
 
 
 def load_resume_state(opt):
     """BasicSR's ``train.load_resume_state`` looks for ``--auto_resume`` states in
     ``experiments/<name>`` relative to the working directory (not the experiment root it just
-    configured), and maps the state onto ``torch.cuda.current_device()``, which fails without
-    CUDA. This version searches ``opt['path']['experiments_root']`` and maps onto the GPU when
-    there is one, else the CPU."""
+    configured), takes the newest file even when it is truncated, and maps the state onto
+    ``torch.cuda.current_device()``, which fails without CUDA. This version searches
+    ``opt['path']['experiments_root']``, skips (and reports) states that cannot be read or whose
+    weights cannot, and maps onto the GPU when there is one, else the CPU."""
     import torch
     from basicsr.utils import check_resume
 
-    path = None
-    if opt.get('auto_resume'):
-        path = find_latest_state(opt['path']['experiments_root'])
-        if path is not None:
-            opt['path']['resume_state'] = path
-    elif opt['path'].get('resume_state'):
-        path = opt['path']['resume_state']
-    if path is None:
-        return None
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'path.resume_state: no such training state: {path}')
     if torch.cuda.is_available() and opt.get('num_gpu', 0) != 0:
         device = torch.device('cuda', torch.cuda.current_device())
     else:
         device = torch.device('cpu')
-    state = torch.load(path, map_location=device, weights_only=False)
-    check_resume(opt, state['iter'])
-    return state
+    models_dir = opt['path'].get('models') or os.path.join(opt['path']['experiments_root'], 'models')
+    if opt.get('auto_resume'):
+        candidates = training_states(opt['path']['experiments_root'])
+        explicit = False
+    elif opt['path'].get('resume_state'):
+        path = opt['path']['resume_state']
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f'path.resume_state: no such training state: {path}')
+        candidates, explicit = [(None, path)], True
+    else:
+        return None
+    skipped = []
+    for _, path in candidates:
+        try:
+            state = _read_state(path, device, models_dir)
+        except ValueError as err:
+            if explicit:
+                raise ValueError(f'path.resume_state: {path} cannot be resumed from ({err})') from None
+            skipped.append(path)
+            if opt.get('rank', 0) == 0:  # BasicSR's logger is not set up yet at this point
+                print(f'--auto_resume: skipping {path}: {err}', file=sys.stderr, flush=True)
+            continue
+        opt['path']['resume_state'] = path
+        check_resume(opt, state['iter'])
+        return state
+    if skipped:
+        raise ValueError(f'--auto_resume: none of the {len(skipped)} training states in '
+                         f'{os.path.dirname(skipped[0])} can be read; starting over would archive the experiment. '
+                         'Remove them to start a new run.')
+    return None
 
 
-def _patch_script_resume(main_module):
-    """A BasicSR clone runs ``basicsr/train.py`` as ``__main__``, whose own ``load_resume_state``
-    the patch of ``basicsr.train`` does not reach."""
-    fn = getattr(main_module, 'load_resume_state', None)
-    if fn is not None and fn is not load_resume_state and getattr(fn, '__module__', '') == '__main__' \
-            and hasattr(main_module, 'train_pipeline'):
-        main_module.load_resume_state = load_resume_state
+# BasicSR keeps the epoch in a local variable of its training loop; a model that must save a
+# resumable state between the loop's own save points reads it from the train sampler here.
+_TRAIN_SAMPLER = []
+
+
+def current_epoch():
+    """The epoch BasicSR's training loop is in (its train sampler's), or None outside one."""
+    return getattr(_TRAIN_SAMPLER[-1], 'epoch', 0) if _TRAIN_SAMPLER else None
+
+
+def _exact_epochs(original):
+    """BasicSR counts ceil(samples / (batch x ranks)) iterations per epoch, but each rank's
+    loader drops its last partial batch, so its epoch loop ran out before ``total_iter`` (12
+    images on 2 ranks x 4 stopped at 22 of 40 iterations). Count the iterations the loader
+    really yields, so training always performs exactly ``total_iter`` of them."""
+
+    @functools.wraps(original)
+    def create_train_val_dataloader(opt, logger):
+        train_loader, train_sampler, val_loaders, total_epochs, total_iters = original(opt, logger)
+        per_epoch = len(train_loader)
+        if per_epoch == 0:
+            ds = opt['datasets']['train']
+            raise ValueError(f'datasets.train: {len(train_sampler)} samples per rank are fewer than '
+                             f'batch_size_per_gpu {ds["batch_size_per_gpu"]}: no full batch to train on')
+        total_epochs = math.ceil(total_iters / per_epoch)
+        logger.info(f'Iterations per epoch on each rank: {per_epoch} (full batches); total epochs: {total_epochs}.')
+        _TRAIN_SAMPLER[:] = [train_sampler]
+        return train_loader, train_sampler, val_loaders, total_epochs, total_iters
+
+    create_train_val_dataloader._gunet_wrapped = True
+    return create_train_val_dataloader
+
+
+def _patch_train_module(module):
+    """Point a training script's own bindings at the fixes: ``basicsr.train``, or a BasicSR
+    clone's ``basicsr/train.py`` running as ``__main__``, which patching ``basicsr.train`` does
+    not reach."""
+    if module is None or not hasattr(module, 'train_pipeline') or not hasattr(module, 'load_resume_state'):
+        return
+    module.load_resume_state = load_resume_state
+    loader_fn = getattr(module, 'create_train_val_dataloader', None)
+    if loader_fn is not None and not getattr(loader_fn, '_gunet_wrapped', False):
+        module.create_train_val_dataloader = _exact_epochs(loader_fn)
 
 
 def _wrap_parse_options(original, after_parse):
+    from basicsr.utils import options
+
     @functools.wraps(original)
     def parse_options(root_path, is_train=True):
         sys.argv = _normalise_local_rank_flag(sys.argv)
-        # BasicSR binds load_resume_state inside basicsr.train; by the time a pipeline parses
-        # its options that module is loaded, whichever order the imports happened in.
-        train_mod = sys.modules.get('basicsr.train')
-        if train_mod is not None and getattr(train_mod, 'load_resume_state', None) is not load_resume_state:
-            train_mod.load_resume_state = load_resume_state
-        if '__main__' in sys.modules:
-            _patch_script_resume(sys.modules['__main__'])
+        # By the time a pipeline parses its options its module is loaded, whichever order the
+        # imports happened in.
+        _patch_train_module(sys.modules.get('basicsr.train'))
+        _patch_train_module(sys.modules.get('__main__'))
+        launcher_kwargs = _dist_params_of(sys.argv)
+        options.init_dist = lambda launcher, **kwargs: init_dist(launcher, **{**launcher_kwargs, **kwargs})
         opt, args = original(root_path, is_train=is_train)
         if after_parse is not None:
             after_parse(opt, args, root_path, is_train)
@@ -182,6 +300,5 @@ def apply(after_parse=None):
         mod = sys.modules.get(name)
         if mod is not None:
             mod.parse_options = options.parse_options
-            if name == 'basicsr.train':
-                mod.load_resume_state = load_resume_state
+    _patch_train_module(sys.modules.get('basicsr.train'))
     _APPLIED = True

@@ -5,6 +5,7 @@ relative paths are relative to, and the gUNet option checks.
 entry points and for a BasicSR clone's own ``basicsr/train.py`` / ``test.py`` alike.
 """
 import os.path as osp
+import sys
 
 PROJECT_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -61,7 +62,8 @@ def honour_output_roots(opt, option_file, root_path, is_train):
 
 def prepare_options(opt, args, root_path, is_train):
     """Output roots, relative paths, then (for GUNetModel) the option checks: a bad gUNet option
-    fails here, before datasets, loggers and models are built."""
+    fails here, before datasets, loggers and models are built. A training run then takes the
+    experiment's lock (``run_lock``), before BasicSR would archive a running experiment's folder."""
     honour_output_roots(opt, args.opt, root_path, is_train)
     resolve_relative_paths(opt, root_path)
     if opt.get('model_type') == 'GUNetModel':
@@ -69,4 +71,10 @@ def prepare_options(opt, args, root_path, is_train):
 
         check_options(opt)
         check_dataset_paths(opt)
+    if is_train and opt.get('rank', 0) == 0:
+        from gunet_arch import run_lock
+
+        stale = run_lock.acquire(opt['path']['experiments_root'])
+        if stale:
+            print(f'Taking over the lock of a run that ended without releasing it ({stale}).', file=sys.stderr)
 

@@ -228,9 +228,9 @@ def bench_variant(variant, args):
             ref = baseline(x)
             row[f'diff{size}'] = max((m(x) - ref).abs().max().item() for m in (net, deployed))
             med = interleaved_medians({
-                'base': lambda: baseline(x),
-                'eval': lambda: net(x),
-                'deploy': lambda: deployed(x)
+                'base': lambda x=x: baseline(x),
+                'eval': lambda x=x: net(x),
+                'deploy': lambda x=x: deployed(x)
             }, args.repeats)
         row[f'mem{size}'] = {k: peak_memory_mib(variant, k, size, args.threads) for k in ('baseline', 'deploy')}
         row[f'lat{size}'] = med

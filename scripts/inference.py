@@ -15,6 +15,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from gunet_arch.archs import VARIANTS  # noqa: E402
+from gunet_arch.data.image_codec import IMAGE_EXTENSIONS  # noqa: E402
 from gunet_arch.tools.inference import collect_inputs, dehaze_files, load_dehazer  # noqa: E402
 
 
@@ -23,7 +25,7 @@ def main(argv=None):
     parser.add_argument('--input', required=True, help='an image, or a folder searched recursively')
     parser.add_argument('--output', required=True, help='folder for the dehazed images')
     parser.add_argument('--weights', required=True, help='gUNet checkpoint (BasicSR or official)')
-    parser.add_argument('--variant', choices=['t', 's', 'b', 'd'], help='fail unless the weights are this variant')
+    parser.add_argument('--variant', choices=list(VARIANTS), help='fail unless the weights are this variant')
     parser.add_argument('--device', choices=['cpu', 'cuda'], help='default: cuda when available')
     parser.add_argument('--fp16', action='store_true', help='half precision (CUDA only)')
     parser.add_argument('--tile', type=int, default=0,
@@ -44,7 +46,7 @@ def main(argv=None):
         print(f'error: {err}', file=sys.stderr)
         return 2
     if not pairs:
-        print(f'error: no images (.png .jpg .jpeg .bmp .tif .tiff .webp) in {args.input}', file=sys.stderr)
+        print(f'error: no images ({" ".join(IMAGE_EXTENSIONS)}) in {args.input}', file=sys.stderr)
         return 2
     report = dehaze_files(pairs, net, device, dtype, args.tile, args.tile_overlap)
     print(f'{len(report.written)} image(s) written to {args.output}', file=sys.stderr)

@@ -12,7 +12,7 @@ WARMUP_EPOCHS = 50
 FROZEN_BN_EPOCHS = 200  # the last 200 epochs
 EVAL_EPOCHS = 10
 GPUS = 4
-VARIANTS = {  # total batch over 4 GPUs, peak lr
+RECIPE = {  # the paper's training recipe per variant: total batch over 4 GPUs, peak lr
     't': (128, 1.6e-3),
     's': (128, 1.6e-3),
     'b': (64, 8e-4),
@@ -59,7 +59,7 @@ def fmt(x):
 
 
 def train_file(variant, key):
-    total_batch, lr = VARIANTS[variant]
+    total_batch, lr = RECIPE[variant]
     per_gpu = total_batch // GPUS
     iters_per_epoch = EPOCH_SAMPLES // total_batch
     total_iter = EPOCHS * iters_per_epoch
@@ -149,7 +149,8 @@ logger:
     resume_id: ~
 
 dist_params:
-  port: 29500
+  timeout: 300  # seconds a collective waits for a silent rank: a dead rank ends the job this soon
+  # port: 29500  # --launcher slurm derives it from the job id, so jobs sharing a node do not collide
 """
 
 
@@ -188,18 +189,18 @@ val:
 {METRICS}"""
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', default=os.path.join(os.path.dirname(__file__), os.pardir, 'options'))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
-    for variant in VARIANTS:
+    for variant in RECIPE:
         for key, (_, _, _, _, suffix, _) in SETS.items():
             for name, text in ((f'train_gunet_{variant}_{key}.yml', train_file(variant, key)),
                                (f'test_gunet_{variant}_{suffix}.yml', test_file(variant, key))):
                 with open(os.path.join(args.out, name), 'w') as f:
                     f.write(text)
-    print(f'wrote {len(VARIANTS) * len(SETS) * 2} option files to {os.path.normpath(args.out)}')
+    print(f'wrote {len(RECIPE) * len(SETS) * 2} option files to {os.path.normpath(args.out)}')
 
 
 if __name__ == '__main__':

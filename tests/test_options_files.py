@@ -1,6 +1,7 @@
 """Every shipped gUNet option file parses through BasicSR's parse_options and builds its model
 and datasets (data paths swapped for fixtures), and the train files carry the paper's recipe."""
 import glob
+import importlib.util
 import os
 import sys
 
@@ -91,3 +92,22 @@ def test_option_file_builds_model_and_datasets(path, tiny_its, tmp_path, monkeyp
     if is_train:
         assert model.schedulers[0].__class__.__name__ == 'WarmupCosineLR'
     assert model.get_bare_model(model.net_g).variant == opt['network_g']['variant']
+
+
+def test_option_files_are_what_the_generator_writes(tmp_path):
+    """The 32 paper-recipe files cannot drift from scripts/make_option_files.py; the demo's two
+    say that they are written by hand."""
+    spec = importlib.util.spec_from_file_location('make_option_files', os.path.join(ROOT, 'scripts', 'make_option_files.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(['--out', str(tmp_path)])
+    generated = sorted(os.listdir(tmp_path))
+    assert len(generated) == 32
+    for name in generated:
+        with open(tmp_path / name) as new, open(os.path.join(ROOT, 'options', name)) as shipped:
+            assert new.read() == shipped.read(), f'options/{name} differs from scripts/make_option_files.py'
+    hand_written = sorted(set(os.path.basename(p) for p in ALL_FILES) - set(generated))
+    assert hand_written == ['test_gunet_t_demo.yml', 'train_gunet_t_demo.yml']
+    for name in hand_written:
+        with open(os.path.join(ROOT, 'options', name)) as f:
+            assert f.readline().startswith('# Written by hand')

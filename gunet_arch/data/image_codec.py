@@ -1,4 +1,5 @@
-"""Decoding image bytes, and the colour and range conversions the datasets need.
+"""Image files for the whole package: which names are images, decoding their bytes, bit-depth
+scaling, and the colour conversions and crops the datasets and tools share.
 
 Images stay in OpenCV's channel order (BGR, gray or BGRA) and their own integer type until the
 crop is taken: converting a full image to RGB float only to keep a 256x256 patch of it would
@@ -7,12 +8,17 @@ cost more than decoding it.
 import cv2
 import numpy as np
 
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 # What one unit of each pixel type means: 16-bit PNGs span 0..65535, not 0..255.
-_FULL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+FULL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
 class ImageDecodeError(ValueError):
     """An image file (or stored entry) that cannot be decoded."""
+
+
+def is_image_file(name):
+    return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def _truncated_jpeg(buf):
@@ -21,24 +27,35 @@ def _truncated_jpeg(buf):
     return buf[:2] == b'\xff\xd8' and buf.rfind(b'\xff\xd9') < buf.rfind(b'\xff\xda')
 
 
-def decode_image(buf, name):
-    """Decode image file bytes as OpenCV reads them (BGR/gray/BGRA, uint8/uint16)."""
+def decode_bytes(buf, name):
+    """Decode image file bytes as OpenCV reads them, whatever their sample type."""
     if not buf:
         raise ImageDecodeError(f'Empty image file: {name}')
     if _truncated_jpeg(buf):
         raise ImageDecodeError(f'Truncated image file (JPEG ends before its last scan does): {name}')
-    img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        img = None
     if img is None:
         raise ImageDecodeError(f'Unreadable or truncated image file: {name}')
-    check_pixels(img, name)
     return img
 
 
-def check_pixels(img, name):
-    if img.dtype not in _FULL_SCALE:
-        raise ImageDecodeError(f'Unsupported pixel type {img.dtype} (expected 8 or 16 bit) in {name}')
-    if img.ndim == 3 and img.shape[2] not in (1, 3, 4):
+def decode_image(buf, name):
+    """Decode image file bytes as the datasets take them (BGR/gray/BGRA, uint8/uint16)."""
+    return check_pixels(decode_bytes(buf, name), name)
+
+
+def check_pixels(img, name, dtypes=tuple(FULL_SCALE), channels=(1, 3, 4)):
+    if img.dtype not in dtypes:
+        raise ImageDecodeError(f'Unsupported pixel type {img.dtype} (expected '
+                               f'{", ".join(map(str, dtypes))}) in {name}')
+    if img.ndim not in (2, 3) or min(img.shape[:2]) < 1:
+        raise ImageDecodeError(f'Unsupported image layout {img.shape} in {name}')
+    if img.ndim == 3 and img.shape[2] not in channels:
         raise ImageDecodeError(f'Unsupported channel count {img.shape[2]} in {name}')
+    return img
 
 
 def to_bgr(img):
@@ -52,12 +69,28 @@ def to_bgr(img):
 
 def to_rgb_float(img):
     """float32 RGB in [0, 1] from an image in OpenCV order, scaled by its own bit depth."""
-    scale = _FULL_SCALE[img.dtype]
+    scale = FULL_SCALE[img.dtype]
     # Flips and rot90 leave strided views; the channel reversal and the cast make one copy.
     img = to_bgr(np.ascontiguousarray(img))
     return img[..., ::-1].astype(np.float32) * np.float32(1.0 / scale)
 
 
-def image_size(img):
-    """(height, width) of an array image."""
-    return img.shape[0], img.shape[1]
+def to_float(img):
+    """Samples scaled to [0, 1] as float32, channels as they are; float images are clipped."""
+    if img.dtype in FULL_SCALE:
+        return img.astype(np.float32) / FULL_SCALE[img.dtype]
+    return np.clip(img.astype(np.float32), 0.0, 1.0)
+
+
+def from_float(img, dtype):
+    """Inverse of :func:`to_float`: clip, scale and round into ``dtype``."""
+    img, dtype = np.clip(img, 0.0, 1.0), np.dtype(dtype)
+    if dtype in FULL_SCALE:
+        return np.round(img * FULL_SCALE[dtype]).astype(dtype)
+    return img.astype(np.float32)
+
+
+def centre_crop(img, height, width):
+    top, left = (img.shape[0] - height) // 2, (img.shape[1] - width) // 2
+    return img[top:top + height, left:left + width, ...]
+

@@ -27,6 +27,7 @@ from collections import namedtuple
 import lmdb
 import numpy as np
 
+from ..atomic import atomic_write_bytes
 from .image_codec import ImageDecodeError, decode_image
 
 HAZY_DB = 'hazy.lmdb'
@@ -63,11 +64,8 @@ def read_marker(db_path):
 
 
 def write_marker(db_path, marker):
-    marker = dict(marker, format=MARKER_FORMAT)
-    with open(os.path.join(db_path, MARKER_FILE), 'w', encoding='utf-8') as f:
-        json.dump(marker, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
+    text = json.dumps(dict(marker, format=MARKER_FORMAT), indent=1, sort_keys=True)
+    atomic_write_bytes(os.path.join(db_path, MARKER_FILE), text.encode('utf-8'))
 
 
 def meta_line(entry, compress_level):

@@ -17,6 +17,7 @@ import lmdb
 import numpy as np
 from tqdm import tqdm
 
+from ..atomic import atomic_write_bytes, fsync_folder
 from .image_codec import decode_image, to_bgr
 from .lmdb_store import (CLEAR_DB, HAZY_DB, META_FILE, PAIRS_FILE, STORAGE_FORMATS, Entry, LmdbFormatError,
                          close_env, decode_entry, meta_line, open_pairs, read_marker, read_value, write_marker)
@@ -162,9 +163,8 @@ def _write_db(db_path, files, storage, level, pool, desc, progress, on_entry=Non
             total += len(value)
     finally:
         writer.close()
-    with open(os.path.join(db_path, META_FILE), 'w', encoding='utf-8') as f:
-        for entry in entries.values():
-            f.write(meta_line(entry, level) + '\n')
+    meta = ''.join(meta_line(entry, level) + '\n' for entry in entries.values())
+    atomic_write_bytes(os.path.join(db_path, META_FILE), meta.encode('utf-8'))
     return entries, stored_as, total
 
 
@@ -196,6 +196,7 @@ def _install(staging, output_dir):
         if os.path.exists(final):
             os.rename(final, os.path.join(staging, 'replaced-' + name))
         os.rename(os.path.join(staging, name), final)
+    fsync_folder(output_dir)
     shutil.rmtree(staging)
 
 
@@ -262,9 +263,8 @@ def prepare_lmdb(hazy_dir, clear_dir, output_dir, dataset='paired', storage='aut
         if len(clear_entries) < len(clear_files):
             log(f'{len(clear_files) - len(clear_entries)} clear files are pixel-identical copies of others; '
                 f'storing {len(clear_entries)} clear images')
-        with open(os.path.join(hazy_db, PAIRS_FILE), 'w', encoding='utf-8') as f:
-            for p in pairs:
-                f.write(f'{os.path.basename(p.hazy_path)}\t{clear_stored_as[os.path.basename(p.clear_path)]}\n')
+        lines = (f'{os.path.basename(p.hazy_path)}\t{clear_stored_as[os.path.basename(p.clear_path)]}\n' for p in pairs)
+        atomic_write_bytes(os.path.join(hazy_db, PAIRS_FILE), ''.join(lines).encode('utf-8'))
         marker = {'run_id': uuid.uuid4().hex, 'storage': storage, 'dataset': dataset, 'pairing': rule,
                   'pairs': len(pairs), 'clear_images': len(clear_entries)}
         write_marker(clear_db, dict(marker, role='clear', entries=len(clear_entries)))

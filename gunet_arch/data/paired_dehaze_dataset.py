@@ -7,7 +7,7 @@ from basicsr.utils import FileClient, get_root_logger, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
-from .image_codec import decode_image, image_size, to_bgr, to_rgb_float
+from .image_codec import centre_crop, decode_image, to_bgr, to_rgb_float
 from .lmdb_store import decode_entry, open_pairs, read_value
 from .pairing import PairSizeError, pair_folders, pair_size_problem
 
@@ -19,11 +19,6 @@ def edge_decay_start(size, crop, edge_decay):
     if random.random() < crop / size * edge_decay:
         return 0 if random.randint(0, 1) == 0 else size - crop
     return random.randint(0, size - crop)
-
-
-def centre_crop(img, height, width):
-    top, left = (img.shape[0] - height) // 2, (img.shape[1] - width) // 2
-    return img[top:top + height, left:left + width, ...]
 
 
 @DATASET_REGISTRY.register()
@@ -117,9 +112,9 @@ class PairedDehazeDataset(data.Dataset):
     def __getitem__(self, index):
         lq_path, gt_path = self.paths[index]
         hazy, clear = self._load(index)
-        h, w = image_size(hazy)
-        if image_size(clear) != (h, w):
-            problem = pair_size_problem(lq_path, (h, w), gt_path, image_size(clear))
+        h, w = hazy.shape[:2]
+        if clear.shape[:2] != (h, w):
+            problem = pair_size_problem(lq_path, (h, w), gt_path, clear.shape[:2])
             if problem:
                 raise PairSizeError(problem)
             clear = centre_crop(clear, h, w)

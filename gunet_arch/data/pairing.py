@@ -15,7 +15,8 @@ Hazy names hold dots inside (``0.90179``), so a name is only ever split at its *
 import os
 from collections import namedtuple
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+from .image_codec import IMAGE_EXTENSIONS, is_image_file
+
 PAIRING_RULES = ('prefix', 'same_name')
 # How many offending names an error message spells out before it only counts the rest.
 _LISTED = 20
@@ -51,7 +52,7 @@ def list_images(folder):
     if not os.path.isdir(folder):
         raise PairingError(f'Image folder does not exist: {folder}')
     # Hidden files are skipped: archives packed on macOS carry a ``._1.png`` beside every ``1.png``.
-    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS)
+    names = sorted(n for n in os.listdir(folder) if is_image_file(n)
                    and not n.startswith('.') and os.path.isfile(os.path.join(folder, n)))
     if not names:
         raise PairingError(f'No images ({", ".join(IMAGE_EXTENSIONS)}) in folder: {folder}')

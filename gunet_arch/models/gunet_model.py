@@ -6,6 +6,9 @@ skipping of NaN/Inf steps, CPU (gloo) DDP, crash-safe checkpoints, and validatio
 float outputs with a per-image CSV.
 """
 import csv
+import datetime
+import os
+import re
 import warnings
 from collections import OrderedDict
 from os import path as osp
@@ -21,16 +24,20 @@ from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from gunet_arch import compat
 from gunet_arch.archs.checkpoints import check_state_dict, extract_state_dict, read_checkpoint, strip_module_prefix
 from gunet_arch.archs.variants import network_config
 from gunet_arch.atomic import atomic_path, atomic_torch_save
 from .amp import AmpSettings
 from .frozen_bn import bn_buffers, restore_bn_buffers, set_frozen_bn
 from .lr_scheduler import LR_SCHEDULER_REGISTRY, build_scheduler
+from .stop_signals import PREEMPTED_EXIT_CODE, StopSignals, resume_command
 from .sync_bn import convert_sync_batchnorm
 
 # Metrics that read float images in [0, 1]; every other metric gets BasicSR's uint8 images.
 FLOAT_METRICS = ('calculate_psnr_dehaze', 'calculate_ssim_dehaze')
+# How long the other ranks wait for rank 0's validation.
+VALIDATION_TIMEOUT = datetime.timedelta(hours=24)
 # The per-GPU batch below which BatchNorm statistics are too noisy without synchronisation.
 SYNC_BN_BATCH = 16
 
@@ -43,6 +50,18 @@ def _network_signature(net_opt):
         sig.update(network_config(net_opt.get('variant', 't'), net_opt.get('base_dim'), net_opt.get('depths'),
                                   net_opt.get('kernel_size')))
     return sig
+
+
+def _write_or_stop(obj, path):
+    """A checkpoint write that fails (a full disk) leaves the previous files as they were and
+    stops the run: training on without checkpoints would lose days at the next crash."""
+    try:
+        atomic_torch_save(obj, path)
+    except OSError as err:
+        message = (f'cannot write {path} ({err.strerror or err}); the previous checkpoints and training states are '
+                   'intact. Training stops: free space, then continue with --auto_resume.')
+        get_root_logger().error(message)
+        raise OSError(err.errno, message) from err
 
 
 @MODEL_REGISTRY.register()
@@ -58,6 +77,8 @@ class GUNetModel(SRModel):
         self.bad_steps_in_a_row = 0
         self.bn_frozen = False
         self.scaler = None
+        self.stop_signals = None
+        self._validation_group = None
         super().__init__(opt)
 
     # -- devices and distribution ---------------------------------------------------------------
@@ -131,12 +152,35 @@ class GUNetModel(SRModel):
         self.bn_frozen = frozen
         set_frozen_bn(self.net_g, frozen)
 
-    def _agreed_finite(self, loss):
-        """Whether the loss is finite on every process (all must skip a step together)."""
-        flag = torch.isfinite(loss.detach()).all().to(torch.float32).reshape(1)
+    def _agree(self, loss):
+        """``(finite, stop)``, the same on every process, in one all-reduce per iteration:
+        whether the loss is finite everywhere (all must skip a bad step together) and whether
+        any process received a stop signal (all must stop after the same iteration)."""
+        if self.stop_signals is None and compat.current_epoch() is not None:
+            self.stop_signals = StopSignals().install()  # a real training loop runs: listen
+        stop = self.stop_signals is not None and self.stop_signals.received is not None
+        finite = torch.isfinite(loss.detach()).all().float()
+        flags = torch.stack([finite, finite.new_tensor(0.0 if stop else 1.0)])
         if self.opt['dist']:
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        return bool(flag.item())
+            dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+        finite, go_on = flags.tolist()
+        return finite == 1.0, go_on == 0.0
+
+    def _stop_after(self, current_iter):
+        """Save this iteration's state and weights (as BasicSR's own save points do, plus
+        net_g_latest.pth), then leave with PREEMPTED_EXIT_CODE on every rank together."""
+        logger = get_root_logger()
+        why = self.stop_signals.received if self.stop_signals and self.stop_signals.received else 'another rank'
+        logger.warning(f'Stop requested ({why}): saving the state of iteration {current_iter}.')
+        epoch = compat.current_epoch()
+        self.save(epoch, current_iter)
+        self.save(epoch, -1)
+        if self.opt['dist']:
+            dist.barrier()  # no rank leaves (and makes its launcher stop the others) before the save
+        logger.warning(f'Training stopped after iteration {current_iter} of {self.opt["train"]["total_iter"]}; '
+                       f'state and weights saved in {self.opt["path"]["experiments_root"]}. Continue with the same '
+                       f'launch command and --auto_resume: {resume_command()}  (exit status {PREEMPTED_EXIT_CODE})')
+        raise SystemExit(PREEMPTED_EXIT_CODE)
 
     def optimize_parameters(self, current_iter):
         self._apply_frozen_bn(current_iter)
@@ -161,7 +205,7 @@ class GUNetModel(SRModel):
                 l_total += l_style
                 loss_dict['l_style'] = l_style
 
-        finite = self._agreed_finite(l_total)
+        finite, stop = self._agree(l_total)
         if finite:
             if self.scaler is not None:
                 self.scaler.scale(l_total).backward()
@@ -179,6 +223,8 @@ class GUNetModel(SRModel):
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if self.bad_steps:
             self.log_dict['bad_steps'] = self.bad_steps
+        if stop:
+            self._stop_after(current_iter)
 
     def _skip_bad_step(self, current_iter, loss, saved_bn):
         """No backward, no optimizer step, and the BatchNorm statistics the forward pass changed
@@ -230,6 +276,17 @@ class GUNetModel(SRModel):
             return osp.join(self.opt['path']['visualization'], img_name, f'{img_name}_{current_iter}.png')
         suffix = self.opt['val'].get('suffix') or self.opt['name']
         return osp.join(self.opt['path']['visualization'], dataset_name, f'{img_name}_{suffix}.png')
+
+    def validation(self, dataloader, current_iter, tb_logger, save_img=False):
+        """Under DDP only rank 0 validates while the others wait for it in their next collective.
+        That wait is bounded by dist_params.timeout, meant for dead ranks, and a long validation
+        must not trip it: the others wait here instead, at a barrier of a group with no such
+        bound (a rank that dies still ends it at once, its connections closing)."""
+        super().validation(dataloader, current_iter, tb_logger, save_img)
+        if self.opt['dist'] and self.is_train:
+            if self._validation_group is None:
+                self._validation_group = dist.new_group(backend='gloo', timeout=VALIDATION_TIMEOUT)
+            dist.barrier(group=self._validation_group)
 
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
         dataset_name = dataloader.dataset.opt['name']
@@ -295,7 +352,7 @@ class GUNetModel(SRModel):
         for net_, key in zip(nets, keys):
             state_dict = strip_module_prefix(self.get_bare_model(net_).state_dict())
             save_dict[key] = OrderedDict((k, v.cpu()) for k, v in state_dict.items())
-        atomic_torch_save(save_dict, save_path)
+        _write_or_stop(save_dict, save_path)
 
     @master_only
     def save_training_state(self, epoch, current_iter):
@@ -310,7 +367,26 @@ class GUNetModel(SRModel):
             'bad_steps': self.bad_steps,
             'network_g': _network_signature(self.opt['network_g']),
         }
-        atomic_torch_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+        _write_or_stop(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+    def save(self, epoch, current_iter):
+        super().save(epoch, current_iter)
+        if current_iter != -1:
+            self._prune_checkpoints()
+
+    @master_only
+    def _prune_checkpoints(self):
+        """``logger.keep_checkpoints: K`` keeps the newest K ``net_g_<iter>.pth`` and the newest
+        K training states (default: all of them, as BasicSR does)."""
+        keep = self.opt['logger'].get('keep_checkpoints')
+        if not keep:
+            return
+        for folder, pattern in ((self.opt['path']['models'], r'net_g_(\d+)\.pth'),
+                                (self.opt['path']['training_states'], r'(\d+)\.state')):
+            numbered = sorted((int(m.group(1)), name) for name in os.listdir(folder)
+                              for m in [re.fullmatch(pattern, name)] if m)
+            for _, name in numbered[:-keep]:
+                os.remove(osp.join(folder, name))
 
     def resume_training(self, resume_state):
         saved = resume_state.get('network_g')

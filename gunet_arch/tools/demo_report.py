@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .image_io import read_image, to_float, write_image
+from ..data.image_codec import centre_crop, to_float
+from ..data.pairing import clear_stem_of
+from .image_io import read_image, write_image
 
 LABELS = ('hazy', 'dehazed', 'clear')
 GAP = 4  # pixels between the pictures of a triptych and between triptychs
@@ -58,11 +60,13 @@ def collect(data_dir, results_dir, dataset_name, suffix):
     vis_dir = os.path.join(results_dir, 'visualization', dataset_name)
     images = []
     for name, values in sorted(metrics.items(), key=lambda item: _natural_key(item[0])):
+        hazy_path = find_one(os.path.join(data_dir, 'hazy'), name)
+        clear_stem = clear_stem_of(os.path.basename(hazy_path), 'prefix')  # the demo's names are ITS's
         images.append(
             HeldOutImage(
                 name=name,
-                hazy_path=find_one(os.path.join(data_dir, 'hazy'), name),
-                clear_path=find_one(os.path.join(data_dir, 'clear'), name.split('_', 1)[0]),  # ITS name rule
+                hazy_path=hazy_path,
+                clear_path=find_one(os.path.join(data_dir, 'clear'), clear_stem),
                 dehazed_path=os.path.join(vis_dir, f'{name}_{suffix}.png'),
                 dehazed_psnr=values['psnr'],
                 dehazed_ssim=values.get('ssim', math.nan)))
@@ -77,9 +81,7 @@ def score_hazy(images):
     for im in images:
         hazy = to_float(read_image(im.hazy_path))[..., ::-1]
         clear = to_float(read_image(im.clear_path))[..., ::-1]
-        if clear.shape != hazy.shape:  # a larger clear image is centre-cropped, as the dataset does
-            top, left = (clear.shape[0] - hazy.shape[0]) // 2, (clear.shape[1] - hazy.shape[1]) // 2
-            clear = clear[top:top + hazy.shape[0], left:left + hazy.shape[1]]
+        clear = centre_crop(clear, *hazy.shape[:2])  # a larger clear image, as the dataset does
         im.hazy_psnr = calculate_psnr_dehaze(hazy, clear)
         im.hazy_ssim = calculate_ssim_dehaze(hazy, clear)
 
@@ -100,7 +102,7 @@ def triptych(im, height=None):
     pictures = [read_image(p) for p in (im.hazy_path, im.dehazed_path, im.clear_path)]
     pictures = [np.round(to_float(p[..., :3]) * 255).astype(np.uint8) for p in pictures]
     h, w = pictures[0].shape[:2]
-    pictures = [p[:h, :w] if p.shape[:2] != (h, w) else p for p in pictures]
+    pictures = [centre_crop(p, h, w) for p in pictures]
     if height and height != h:
         size = (max(1, round(w * height / h)), height)
         pictures = [cv2.resize(p, size, interpolation=cv2.INTER_AREA) for p in pictures]
@@ -116,7 +118,7 @@ def pick_for_sheet(images, per_clear=4):
     densest, so the sheet shows the range without repeating near-identical pictures."""
     by_clear = {}
     for im in images:
-        by_clear.setdefault(im.name.split('_', 1)[0], []).append(im)
+        by_clear.setdefault(im.clear_path, []).append(im)
     picked = []
     for versions in by_clear.values():
         versions = sorted(versions, key=lambda im: -im.hazy_psnr)
@@ -132,14 +134,14 @@ def contact_sheet(images, height=128, columns=2):
     tiles = [triptych(im, height) for im in images]
     width = max(t.shape[1] for t in tiles)
     tiles = [np.pad(t, ((0, 0), (0, width - t.shape[1]), (0, 0)), constant_values=255) for t in tiles]
-    rows = []
+    rows, rows_width = [], width * columns + GAP * 2 * (columns - 1)
     for start in range(0, len(tiles), columns):
         row = tiles[start:start + columns]
         row += [np.full_like(tiles[0], 255)] * (columns - len(row))
         pieces = []
         for t in row:
             pieces += [t, np.full((height, GAP * 2, 3), 255, np.uint8)]
-        rows += [np.hstack(pieces[:-1]), np.full((GAP * 2, width * columns + GAP * 2 * (columns - 1), 3), 255, np.uint8)]
+        rows += [np.hstack(pieces[:-1]), np.full((GAP * 2, rows_width, 3), 255, np.uint8)]
     return np.vstack(rows[:-1])
 
 
@@ -176,7 +178,7 @@ def write_report(data_dir, results_dir, dataset_name='demo-heldout', suffix='deh
     write_image(sheet_path, contact_sheet(on_sheet))
     for line in format_table(images):
         log(line)
-    scenes = len({im.name.split('_', 1)[0] for im in images})
+    scenes = len({im.clear_path for im in images})
     log(f'{len(images)} hazy images of {scenes} held-out clear images, PSNR/SSIM as in the paper '
         '(RGB in [0, 1], whole image)')
     log(f'side-by-side (hazy | dehazed | clear): {side_dir}/')

@@ -25,7 +25,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .image_io import UnreadableImage, is_image_file, read_image, to_float, write_atomic, write_image
+from ..atomic import atomic_write_bytes
+from ..data.image_codec import ImageDecodeError, centre_crop, is_image_file, to_float
+from .image_io import read_image, write_image
 
 A_RANGE = (0.7, 1.0)  # RESIDE ITS atmospheric light
 BETA_RANGE = (0.6, 1.8)  # RESIDE ITS scattering coefficient
@@ -205,8 +207,8 @@ def find_photographs(folders, min_side=256, log=print):
                 continue
             try:
                 reason = reject_reason(read_image(path), min_side)
-            except UnreadableImage as err:
-                reason = f'unreadable ({str(err).replace(path + ": ", "")})'
+            except ImageDecodeError as err:
+                reason = f'unreadable ({err})'
             if reason:
                 skipped.setdefault(reason, []).append(name)
             else:
@@ -238,13 +240,9 @@ def resize_short_side(img, size):
     return cv2.resize(img, new, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
 
 
-def center_crop(img, crop):
-    if not crop:
-        return img
-    h, w = img.shape[:2]
-    ch, cw = min(crop, h), min(crop, w)
-    top, left = (h - ch) // 2, (w - cw) // 2
-    return img[top:top + ch, left:left + cw]
+def crop_to(img, crop):
+    """The centre ``crop`` x ``crop`` (at most the image; 0: keep)."""
+    return centre_crop(img, min(crop, img.shape[0]), min(crop, img.shape[1])) if crop else img
 
 
 def load_clear(path, size=0, crop=0):
@@ -252,13 +250,13 @@ def load_clear(path, size=0, crop=0):
     when it has none)."""
     clear = to_float(read_image(path)[..., :3])
     depth = real_depth(path, clear.shape[:2])
-    clear = center_crop(resize_short_side(clear, size), crop)
+    clear = crop_to(resize_short_side(clear, size), crop)
     # Haze is added to the clear image as it will be stored (8-bit), so each pair obeys the
     # model exactly up to the rounding of the hazy image.
     clear = (np.round(np.clip(clear, 0, 1) * 255) / 255).astype(np.float32)
     if depth is None:
         return clear, None
-    return clear, np.clip(center_crop(resize_short_side(depth, size), crop), 0, 1)
+    return clear, np.clip(crop_to(resize_short_side(depth, size), crop), 0, 1)
 
 
 @dataclass
@@ -330,7 +328,7 @@ def synthesize_dataset(output, input_dirs=None, count=10, seed=0, size=256, crop
     writer = csv.DictWriter(table, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-    write_atomic(os.path.join(output, PARAMS_FILE), table.getvalue().encode())
+    atomic_write_bytes(os.path.join(output, PARAMS_FILE), table.getvalue().encode())
     return rows
 
 

@@ -1,31 +1,25 @@
 """Reading and writing photographs as they are: bit depth, gray/colour, alpha and orientation.
 
-OpenCV decodes the pixels (it keeps 16-bit samples, which Pillow cannot for colour images);
-Pillow reads the header for what OpenCV hides: the EXIF orientation (``IMREAD_UNCHANGED``
-ignores it) and whether a PNG was grayscale with alpha (OpenCV expands that to BGRA).
+The datasets' codec (OpenCV) decodes the pixels: it keeps 16-bit samples, which Pillow cannot
+for colour images. Pillow decodes what OpenCV cannot, and reads the header for what OpenCV
+hides: the EXIF orientation (``IMREAD_UNCHANGED`` ignores it) and whether a PNG was grayscale
+with alpha (OpenCV expands that to BGRA).
 Arrays are in OpenCV's channel order: gray H x W, BGR or BGRA H x W x C.
 """
+import io
 import os
 
 import cv2
 import numpy as np
 
-from gunet_arch.atomic import atomic_path
+from ..atomic import atomic_write_bytes
+from ..data.image_codec import FULL_SCALE, ImageDecodeError, check_pixels, decode_bytes, from_float, to_float
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 EXIF_ORIENTATION_TAG = 0x0112
 _GRAY_MODES = ('1', 'L', 'LA', 'La', 'I', 'F', 'I;16', 'I;16B', 'I;16L', 'I;16N')
 
 
-class UnreadableImage(Exception):
-    """A file that is not an image this tool can decode."""
-
-
-def is_image_file(path):
-    return path.lower().endswith(IMAGE_EXTENSIONS)
-
-
-def _header(path):
+def _header(buf):
     """(orientation, is_gray, has_alpha) from the file header; (1, None, None) when Pillow
     cannot tell."""
     try:
@@ -33,7 +27,7 @@ def _header(path):
     except ImportError:  # orientation then stays as stored
         return 1, None, None
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(buf)) as im:
             orientation = int(im.getexif().get(EXIF_ORIENTATION_TAG, 1) or 1)
             return orientation, im.mode in _GRAY_MODES, im.mode in ('LA', 'La', 'RGBA', 'RGBa', 'PA')
     except Exception:  # noqa: BLE001 - a header Pillow cannot parse is not an error for OpenCV
@@ -42,7 +36,7 @@ def _header(path):
 
 def _decode_with_pillow(path):
     from PIL import Image
-    with Image.open(path) as im:
+    with Image.open(path) as im:  # by name, so that its errors name the file
         im.load()
         if im.mode in ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I'):
             return np.asarray(im).astype(np.uint16)
@@ -72,50 +66,28 @@ def apply_exif_orientation(img, orientation):
 
 def read_image(path):
     """The image at ``path`` as stored (uint8/uint16/float32; gray, gray+alpha, BGR or BGRA),
-    turned upright."""
+    turned upright. Decoded by the datasets' codec; Pillow decodes what OpenCV cannot."""
     if not os.path.isfile(path):
-        raise UnreadableImage(f'{path}: no such file')
-    orientation, is_gray, has_alpha = _header(path)
+        raise ImageDecodeError(f'No such image file: {path}')
+    with open(path, 'rb') as f:
+        buf = f.read()
+    orientation, is_gray, has_alpha = _header(buf)
     try:
-        img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    except cv2.error:
-        img = None
-    if img is not None and has_alpha and (img.ndim == 2 or img.shape[2] not in (2, 4)):
-        img = None  # OpenCV drops the alpha of some files (gray+alpha TIFF); Pillow keeps it
-    if img is None:
+        img = decode_bytes(buf, path)
+        if has_alpha and (img.ndim == 2 or img.shape[2] not in (2, 4)):  # gray+alpha TIFF; Pillow keeps it
+            raise ImageDecodeError(f'OpenCV drops the alpha channel of {path}')
+    except ImageDecodeError as failure:
         try:
             img = _decode_with_pillow(path)
         except Exception as err:  # noqa: BLE001 - every decoder failure means the same to the caller
-            raise UnreadableImage(f'{path}: cannot decode image ({err.__class__.__name__}: {err})') from None
+            raise ImageDecodeError(f'{failure} (Pillow: {err.__class__.__name__}: {err})') from None
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[..., 0]
-    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (2, 3, 4)) or min(img.shape[:2]) < 1:
-        raise UnreadableImage(f'{path}: unsupported image layout {img.shape}')
-    if img.dtype not in (np.uint8, np.uint16, np.float32):
-        raise UnreadableImage(f'{path}: unsupported sample type {img.dtype}')
+    check_pixels(img, path, dtypes=(*FULL_SCALE, np.dtype(np.float32)), channels=(2, 3, 4))
     if is_gray and img.ndim == 3 and img.shape[2] in (3, 4):
         # A gray(+alpha) file that OpenCV expanded to BGR(A): keep it gray, with its alpha.
         img = img[..., 0] if img.shape[2] == 3 else np.dstack([img[..., 0], img[..., 3]])
     return apply_exif_orientation(img, orientation)
-
-
-def to_float(img):
-    """Samples scaled to [0, 1] as float32, whatever the bit depth."""
-    if img.dtype == np.uint8:
-        return img.astype(np.float32) / 255.0
-    if img.dtype == np.uint16:
-        return img.astype(np.float32) / 65535.0
-    return np.clip(img.astype(np.float32), 0.0, 1.0)
-
-
-def from_float(img, dtype):
-    """Inverse of :func:`to_float`: clip, scale and round into ``dtype``."""
-    img = np.clip(img, 0.0, 1.0)
-    if dtype == np.uint8:
-        return np.round(img * 255.0).astype(np.uint8)
-    if dtype == np.uint16:
-        return np.round(img * 65535.0).astype(np.uint16)
-    return img.astype(np.float32)
 
 
 def encode_image(img, ext):
@@ -126,17 +98,11 @@ def encode_image(img, ext):
         if ext in ('.png', '.tif', '.tiff'):
             return _encode_gray_alpha(img, ext)
         img = np.dstack([img[..., 0]] * 3 + [img[..., 1]])  # formats without gray+alpha get BGRA
-    params = []
-    if ext in ('.jpg', '.jpeg'):
-        params = [cv2.IMWRITE_JPEG_QUALITY, 95]
-        if img.dtype != np.uint8:
-            img = from_float(to_float(img), np.uint8)
-    elif ext == '.webp':
-        params = [cv2.IMWRITE_WEBP_QUALITY, 101]  # lossless, so alpha and detail survive
-        if img.dtype != np.uint8:
-            img = from_float(to_float(img), np.uint8)
-    elif ext == '.bmp' and img.dtype != np.uint8:
+    if ext in ('.jpg', '.jpeg', '.webp', '.bmp') and img.dtype != np.uint8:
         img = from_float(to_float(img), np.uint8)
+    # WebP quality 101 is lossless, so alpha and detail survive.
+    params = {'.jpg': [cv2.IMWRITE_JPEG_QUALITY, 95], '.jpeg': [cv2.IMWRITE_JPEG_QUALITY, 95],
+              '.webp': [cv2.IMWRITE_WEBP_QUALITY, 101]}.get(ext, [])
     ok, buf = cv2.imencode(ext, img, params)
     if not ok:
         raise ValueError(f'cannot encode a {img.dtype} {img.shape} image as {ext}')
@@ -146,7 +112,6 @@ def encode_image(img, ext):
 def _encode_gray_alpha(img, ext):
     """OpenCV cannot write gray+alpha; Pillow can for 8-bit. 16-bit gray+alpha goes through
     OpenCV as BGRA (the colour channels stay equal, so it still looks gray)."""
-    import io
     if img.dtype == np.uint8:
         from PIL import Image
         out = io.BytesIO()
@@ -159,16 +124,6 @@ def _encode_gray_alpha(img, ext):
     return buf.tobytes()
 
 
-def write_atomic(path, data):
-    """Write bytes to ``path`` through a temporary file and a rename, so a killed process leaves
-    either no file or the complete one, never a truncated image under the final name."""
-    with atomic_path(path) as tmp:
-        with open(tmp, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-
-
 def write_image(path, img):
     """Encode ``img`` for ``path``'s extension and write it atomically."""
-    write_atomic(path, encode_image(img, os.path.splitext(path)[1]))
+    atomic_write_bytes(path, encode_image(img, os.path.splitext(path)[1]))

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .image_io import UnreadableImage, is_image_file, read_image, to_float, from_float, write_image
+from ..data.image_codec import ImageDecodeError, from_float, is_image_file, to_float
+from .image_io import read_image, write_image
 
 
 # -- the network ----------------------------------------------------------------------------------
@@ -32,7 +33,7 @@ def pick_device(name=None):
 def load_dehazer(weights, variant=None, device=None, fp16=False, deploy=True):
     """``(net, device, dtype)`` for ``weights`` (BasicSR or official checkpoint). A file that is
     not a gUNet checkpoint, or one of another variant than ``variant``, raises ValueError."""
-    from gunet_arch.archs.official_weights import build_gunet_from_checkpoint
+    from gunet_arch.archs.checkpoints import build_gunet_from_checkpoint
 
     device = pick_device(device)
     net = build_gunet_from_checkpoint(weights, variant=variant)
@@ -229,8 +230,8 @@ def dehaze_files(pairs, net, device, dtype=torch.float32, tile=0, overlap=32, pr
             out = dehaze_image(img, lambda rgb: dehaze_rgb(net, rgb, device, dtype, tile, overlap))
             write_image(dst, out)
             report.written.append(dst)
-        except (UnreadableImage, ValueError, OSError, RuntimeError) as err:
-            reason = str(err) if isinstance(err, UnreadableImage) else f'{src}: {err}'
+        except (ValueError, OSError, RuntimeError) as err:  # ImageDecodeError is a ValueError
+            reason = str(err) if isinstance(err, ImageDecodeError) else f'{src}: {err}'
             report.failed.append((src, reason))
             bar.write(f'failed: {reason}', file=sys.stderr)
     return report
