@@ -95,8 +95,6 @@ def init_dist(launcher, backend=None, **kwargs):
     import torch.distributed as dist
     import torch.multiprocessing as mp
 
-    if mp.get_start_method(allow_none=True) is None:
-        mp.set_start_method('spawn')
     has_cuda = torch.cuda.is_available()
     if backend is None:
         backend = 'nccl' if has_cuda else 'gloo'
@@ -118,6 +116,8 @@ def init_dist(launcher, backend=None, **kwargs):
         os.environ['RANK'] = str(rank)
     else:
         raise ValueError(f'Invalid launcher type: {launcher!r} (expected pytorch or slurm)')
+    if mp.get_start_method(allow_none=True) is None:
+        mp.set_start_method('spawn')
     if has_cuda:
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
     if not dist.is_initialized():

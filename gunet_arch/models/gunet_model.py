@@ -7,6 +7,7 @@ float outputs with a per-image CSV.
 """
 import csv
 import datetime
+import errno
 import os
 import re
 import warnings
@@ -57,11 +58,11 @@ def _write_or_stop(obj, path):
     stops the run: training on without checkpoints would lose days at the next crash."""
     try:
         atomic_torch_save(obj, path)
-    except OSError as err:
-        message = (f'cannot write {path} ({err.strerror or err}); the previous checkpoints and training states are '
-                   'intact. Training stops: free space, then continue with --auto_resume.')
+    except (OSError, RuntimeError) as err:  # torch's zip writer reports a short write as RuntimeError
+        message = (f'cannot write {path} ({getattr(err, "strerror", None) or err}); the previous checkpoints and '
+                   'training states are intact. Training stops: free space, then continue with --auto_resume.')
         get_root_logger().error(message)
-        raise OSError(err.errno, message) from err
+        raise OSError(getattr(err, 'errno', None) or errno.EIO, message) from err
 
 
 @MODEL_REGISTRY.register()
