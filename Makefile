@@ -1,6 +1,7 @@
 # make test : create .venv (once), install the project with its extras, lint, run the test suite.
 # make lint : ruff (ruff.toml) over the whole tree.
 # make test-gpu : the tests marked cuda, on a machine with CUDA.
+# make test-cluster : the tests marked cluster, on a real one-host Slurm cluster started for them.
 # make demo : synthesise a small hazy set, train gUNet-T on the CPU, test it, print the result.
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -11,7 +12,7 @@ STAMP := $(VENV)/.gunet-installed
 TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
 BASICSR_PKG ?= basicsr==1.4.2
 
-.PHONY: test test-gpu lint demo venv clean-demo
+.PHONY: test test-gpu test-cluster lint demo venv clean-demo
 
 venv: $(STAMP)
 
@@ -40,6 +41,21 @@ test-gpu: $(STAMP)
 	$(PY) -c "import torch, sys; sys.exit(not torch.cuda.is_available())" \
 		|| { echo 'make test-gpu: no CUDA device here' >&2; exit 1; }
 	$(PY) -m pytest -q -rs -m cuda tests
+
+# Debian's Slurm and MUNGE, installed only when missing; scripts/local_slurm.sh runs them as a
+# one-node cluster with all its state in $(SLURM_DIR), and stops it however the tests end.
+SLURM_DEBS ?= slurmctld slurmd slurm-client munge
+SLURM_DIR ?= /tmp/gunet-slurm
+
+test-cluster: $(STAMP)
+	@missing=$$(for p in $(SLURM_DEBS); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q ' installed$$' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing" $$missing; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+	export GUNET_SLURM_DIR=$(SLURM_DIR); scripts/local_slurm.sh start && . $(SLURM_DIR)/env \
+		&& $(PY) -m pytest -q -rs -m cluster tests/cluster; status=$$?; scripts/local_slurm.sh stop; exit $$status
 
 # The demo runs the commands a user runs on their own data; each step is redone only when what
 # it reads changed, so a second `make demo` just prints the result again, and an interrupted

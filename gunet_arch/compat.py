@@ -121,7 +121,24 @@ def init_dist(launcher, backend=None, **kwargs):
     if has_cuda:
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
     if not dist.is_initialized():
+        store = _per_attempt_store(timeout)
+        if store is not None:
+            kwargs.update(store=store, rank=int(os.environ['RANK']), world_size=int(os.environ['WORLD_SIZE']))
         dist.init_process_group(backend=backend, timeout=timeout, **kwargs)
+
+
+def _per_attempt_store(timeout):
+    """torchrun restarts its workers (``--max-restarts``) on the one TCPStore its static
+    rendezvous keeps, and torch's env:// handler adds no per-attempt prefix: a restarted gloo
+    group could read a dead worker's address and fail with 'Gloo connectFullMesh failed ...
+    Connect timeout'. Give each attempt its own key space in the agent's store."""
+    if os.environ.get('TORCHELASTIC_USE_AGENT_STORE') != 'True' or 'TORCHELASTIC_RESTART_COUNT' not in os.environ:
+        return None
+    from torch.distributed import PrefixStore, TCPStore
+
+    store = TCPStore(os.environ['MASTER_ADDR'], int(os.environ['MASTER_PORT']), int(os.environ['WORLD_SIZE']),
+                     is_master=False, timeout=timeout)
+    return PrefixStore(f'gunet/attempt_{os.environ["TORCHELASTIC_RESTART_COUNT"]}', store)
 
 
 def _dist_params_of(argv):

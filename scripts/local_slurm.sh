@@ -62,7 +62,7 @@ is_up() { alive "$MUNGE_PID" && alive "$CTLD_PID" && alive "$SLURMD_PID" && node
 
 write_config() {
     mkdir -p "$DIR"/{etc,munge,run,log,spool/ctld,spool/d}
-    chmod 700 "$DIR/munge"
+    chmod 711 "$DIR/munge"  # the socket is for everyone, the key (0400) for root
     if [ ! -s "$DIR/munge/munge.key" ]; then
         dd if=/dev/urandom of="$DIR/munge/munge.key" bs=1024 count=1 status=none
     fi
@@ -76,7 +76,8 @@ SlurmdPort=$((PORT + 1))
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket=$MUNGE_SOCKET
+# cred_expire: a requeued job may start again after 5 s instead of the default 120 s.
+AuthInfo=socket=$MUNGE_SOCKET,cred_expire=5
 CredType=cred/munge
 StateSaveLocation=$DIR/spool/ctld
 SlurmdSpoolDir=$DIR/spool/d
@@ -86,6 +87,7 @@ SlurmctldLogFile=$DIR/log/slurmctld.log
 SlurmdLogFile=$DIR/log/slurmd.log
 SlurmctldDebug=info
 SlurmdDebug=info
+MailProg=/bin/true
 # No cgroups in a container: processes are tracked through /proc, tasks are not bound.
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -94,6 +96,8 @@ AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 MpiDefault=none
 SchedulerType=sched/backfill
+# Look at pending jobs (a requeued one) every 2 s, not every minute.
+SchedulerParameters=sched_interval=2,bf_interval=2
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
@@ -126,6 +130,13 @@ logs_tail() {
     done >&2
 }
 
+# A start that fails half-way stops what it started, shows the logs and says why.
+fail() {
+    logs_tail
+    stop >/dev/null 2>&1 || true
+    die "$*"
+}
+
 start() {
     check_binaries
     if is_up; then
@@ -134,20 +145,19 @@ start() {
     fi
     stop >/dev/null 2>&1 || true  # half-started leftovers
     write_config
+    # A new cluster each start: no jobs or node states from an earlier run of this folder.
+    rm -rf "$DIR/spool/ctld" "$DIR/spool/d" "$DIR"/log/*.log "$DIR/munge/munged.log"
+    mkdir -p "$DIR/spool/ctld" "$DIR/spool/d"
     "$(bin munged)" --socket="$MUNGE_SOCKET" --key-file="$DIR/munge/munge.key" \
         --pid-file="$MUNGE_PID" --log-file="$DIR/munge/munged.log" --seed-file="$DIR/munge/munged.seed" \
-        --force \
-        || { logs_tail; die "munged did not start"; }
-    wait_for 10 test -S "$MUNGE_SOCKET" || { logs_tail; die "munged made no socket"; }
-    # -i: ignore saved jobs and node states from an earlier run of this folder.
-    "$(bin slurmctld)" -f "$CONF" -i || { logs_tail; die "slurmctld did not start"; }
-    wait_for 20 alive "$CTLD_PID" || { logs_tail; die "slurmctld is not running"; }
-    "$(bin slurmd)" -f "$CONF" || { logs_tail; die "slurmd did not start"; }
+        --force || fail "munged did not start"
+    wait_for 10 test -S "$MUNGE_SOCKET" || fail "munged made no socket"
+    "$(bin slurmctld)" -f "$CONF" -i || fail "slurmctld did not start"
+    wait_for 20 alive "$CTLD_PID" || fail "slurmctld is not running"
+    "$(bin slurmd)" -f "$CONF" || fail "slurmd did not start"
     if ! wait_for 60 node_ready; then
-        logs_tail
         sinfo -N -l >&2 || true
-        stop >/dev/null 2>&1 || true
-        die "node $NODE did not become ready"
+        fail "node $NODE did not become ready"
     fi
     echo "local Slurm cluster up: node $NODE, $CPUS CPUs, partition debug"
     echo "export SLURM_CONF=$CONF    # or: source $ENV_FILE"

@@ -2,7 +2,7 @@
 # Train gUNet on a Slurm cluster: copy this file, adjust the #SBATCH lines, and submit it from the
 # project checkout (it runs gunet_arch/train.py relative to the working directory):
 #
-#   OPT=options/train_gunet_s_its.yml sbatch scripts/slurm_train.sh
+#   OPT=options/train_gunet_s_its.yml sbatch scripts/slurm_train.sh [more train.py arguments]
 #
 # One training process per GPU: --ntasks-per-node is the number of GPUs per node, and
 # --gres=gpu:N asks for those N GPUs. Nodes x GPUs per node is the number of processes, and each
@@ -21,10 +21,12 @@
 #
 # Surviving the cluster: --requeue lets Slurm put the job back in the queue after a node failure
 # or preemption, and --auto_resume makes every start continue from the newest training state in
-# experiments/<name>/training_states. 120 s before the time limit Slurm sends SIGUSR1 to this
-# script (B: = the batch shell; Python would die of an untrapped USR1), which requeues the job:
-# the training is stopped and starts again, resumed, when the job is scheduled again. Set
-# logger.save_checkpoint_freq so that a checkpoint is written well within one time limit.
+# experiments/<name>/training_states. 120 s before the time limit Slurm sends SIGUSR1 to the
+# training processes: they finish the iteration they are in, save its state and exit with status
+# 75, upon which this script requeues the job, and the next start resumes from exactly that
+# iteration. SIGTERM (preemption, scancel) makes them save and exit the same way; then Slurm
+# requeues a preempted job itself, and a cancelled one stays cancelled. The 120 s and the
+# cluster's KillWait leave ample time to save gUNet's states (a few MB).
 # MASTER_PORT comes from the job id (or dist_params.port), so several jobs can share a node.
 #
 #SBATCH --job-name=gunet
@@ -34,29 +36,24 @@
 #SBATCH --cpus-per-task=5
 #SBATCH --time=24:00:00
 #SBATCH --requeue
-#SBATCH --signal=B:USR1@120
+#SBATCH --signal=USR1@120
 #SBATCH --output=slurm-%x-%j.out
+#SBATCH --open-mode=append
 
 # Slurm >= 22.05: srun no longer takes --cpus-per-task over from the allocation by itself.
 export SRUN_CPUS_PER_TASK=${SLURM_CPUS_PER_TASK:-1}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}
 
-requeue() {
-    echo "slurm_train.sh: time limit near, requeueing job $SLURM_JOB_ID (restarts with --auto_resume)"
-    scontrol requeue "$SLURM_JOB_ID"
-}
-trap requeue USR1
-
 echo "slurm_train.sh: job ${SLURM_JOB_ID:-?} (restart ${SLURM_RESTART_COUNT:-0}) on ${SLURM_JOB_NODELIST:-?}," \
     "${SLURM_NTASKS:-?} processes, option file ${OPT:-options/train_gunet_s_its.yml}"
 
-# In the background so that the USR1 trap runs while the training goes on.
-srun python -u gunet_arch/train.py -opt ${OPT:-options/train_gunet_s_its.yml} --launcher slurm --auto_resume &
-pid=$!
-wait "$pid"
+# Cancelled (scancel) or out of time: Slurm sends SIGTERM here too. Exit once srun is done, so that
+# a run stopped for good is never requeued below.
+trap 'exit 143' TERM
+srun python -u gunet_arch/train.py -opt ${OPT:-options/train_gunet_s_its.yml} --launcher slurm --auto_resume "$@"
 status=$?
-while kill -0 "$pid" 2>/dev/null; do  # wait was interrupted by the trap: wait for srun itself
-    wait "$pid"
-    status=$?
-done
+if [ "$status" -eq 75 ]; then  # stopped on a signal, its state saved (gunet_arch/models/stop_signals.py)
+    echo "slurm_train.sh: training stopped and saved its state: requeueing job $SLURM_JOB_ID"
+    scontrol requeue "$SLURM_JOB_ID"
+fi
 exit "$status"
