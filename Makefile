@@ -35,7 +35,7 @@ lint: $(STAMP)
 # -rs lists every skip, and a skip fails the run (tests/conftest.py): what the Makefile installs
 # is never skipped. CUDA tests are deselected here, not skipped, and run by `make test-gpu`.
 test: lint
-	$(PY) -m pytest -q -rs -m 'not cuda' tests
+	$(PY) -m pytest -q -rs -m 'not cuda and not cluster' tests
 
 test-gpu: $(STAMP)
 	$(PY) -c "import torch, sys; sys.exit(not torch.cuda.is_available())" \

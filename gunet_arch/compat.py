@@ -71,9 +71,10 @@ def _first_host(node_list):
     import subprocess
 
     try:
-        out = subprocess.run(['scontrol', 'show', 'hostnames', node_list], capture_output=True, text=True, timeout=60)
+        out = subprocess.run(['scontrol', 'show', 'hostnames', node_list], capture_output=True, text=True,
+                             timeout=60)
     except (OSError, subprocess.TimeoutExpired) as err:
-        raise RuntimeError(f'--launcher slurm: cannot expand the node list {node_list!r} with scontrol: {err}') from None
+        raise RuntimeError(f'--launcher slurm: cannot expand the node list {node_list!r}: {err}') from None
     hosts = out.stdout.split()
     if out.returncode != 0 or not hosts:
         raise RuntimeError(f'--launcher slurm: scontrol show hostnames {node_list} failed: {out.stderr.strip()}')

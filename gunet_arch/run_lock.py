@@ -46,7 +46,8 @@ def acquire(experiment_dir):
     previous = f.read().strip() or None
     f.seek(0)
     f.truncate()
-    f.write(f'pid {os.getpid()} on {socket.gethostname()}, started {datetime.datetime.now().isoformat(timespec="seconds")}')
+    started = datetime.datetime.now().isoformat(timespec='seconds')
+    f.write(f'pid {os.getpid()} on {socket.gethostname()}, started {started}')
     f.flush()
     _HELD[path] = f
     return previous

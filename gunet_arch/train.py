@@ -18,9 +18,9 @@ if __name__ == '__main__' and sys.path and osp.abspath(sys.path[0] or '.') == PA
 
 
 def main():
-    import gunet_arch  # noqa: F401  (registers the plugin and applies the BasicSR fixes)
     from basicsr.train import train_pipeline
 
+    import gunet_arch  # noqa: F401  (registers the plugin and applies the BasicSR fixes)
     from gunet_arch.options import output_root
 
     train_pipeline(output_root())

@@ -23,7 +23,6 @@ import torch
 from gunet_arch.data import DATASET_PRESETS, PairedDehazeDataset, prepare_lmdb
 from gunet_arch.data.pairing import pair_folders
 
-
 # How the downloads are written: PNG at zlib's default level (libpng, PIL, MATLAB), JPEG at the
 # quality OTS-like sets use.
 WRITE_PARAMS = {'png': [cv2.IMWRITE_PNG_COMPRESSION, 6], 'jpg': [cv2.IMWRITE_JPEG_QUALITY, 95]}

@@ -16,11 +16,11 @@ import math
 
 import torch
 import torch.nn.functional as F
+from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from basicsr.utils.registry import ARCH_REGISTRY
-
 from .variants import network_config, variant_of
+
 
 @torch.no_grad()
 def _trunc_normal_inverse_cdf(tensor, std, lo=-2.0, hi=2.0):

@@ -19,8 +19,22 @@ from tqdm import tqdm
 
 from ..atomic import atomic_write_bytes, fsync_folder
 from .image_codec import decode_image, to_bgr
-from .lmdb_store import (CLEAR_DB, HAZY_DB, META_FILE, PAIRS_FILE, STORAGE_FORMATS, Entry, LmdbFormatError,
-                         close_env, decode_entry, meta_line, open_pairs, read_marker, read_value, write_marker)
+from .lmdb_store import (
+    CLEAR_DB,
+    HAZY_DB,
+    META_FILE,
+    PAIRS_FILE,
+    STORAGE_FORMATS,
+    Entry,
+    LmdbFormatError,
+    close_env,
+    decode_entry,
+    meta_line,
+    open_pairs,
+    read_marker,
+    read_value,
+    write_marker,
+)
 from .pairing import PairSizeError, pair_folders, pair_size_problem
 
 STAGING_DIR = '.prepare_lmdb.partial'

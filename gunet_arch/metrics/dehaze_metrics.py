@@ -11,7 +11,6 @@ point images as 0-1; the result does not depend on the channel order (RGB or BGR
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from basicsr.metrics.metric_util import reorder_image
 from basicsr.utils.registry import METRIC_REGISTRY
 

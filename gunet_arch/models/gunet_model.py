@@ -16,19 +16,19 @@ from os import path as osp
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DataParallel, DistributedDataParallel
-from tqdm import tqdm
-
 from basicsr.metrics import calculate_metric
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
+from torch.nn.parallel import DataParallel, DistributedDataParallel
+from tqdm import tqdm
 
 from gunet_arch import compat
 from gunet_arch.archs.checkpoints import check_state_dict, extract_state_dict, read_checkpoint, strip_module_prefix
 from gunet_arch.archs.variants import network_config
 from gunet_arch.atomic import atomic_path, atomic_torch_save
+
 from .amp import AmpSettings
 from .frozen_bn import bn_buffers, restore_bn_buffers, set_frozen_bn
 from .lr_scheduler import LR_SCHEDULER_REGISTRY, build_scheduler
@@ -389,7 +389,17 @@ class GUNetModel(SRModel):
             for _, name in numbered[:-keep]:
                 os.remove(osp.join(folder, name))
 
+    @master_only
+    def _remove_partial_files(self):
+        """A process killed while saving leaves its temporary file (``.<name>.*.partial.*``)
+        behind; nothing reads it, and it is removed when the experiment resumes."""
+        for folder in (self.opt['path']['models'], self.opt['path']['training_states']):
+            for name in os.listdir(folder) if osp.isdir(folder) else []:
+                if name.startswith('.') and '.partial' in name:
+                    os.remove(osp.join(folder, name))
+
     def resume_training(self, resume_state):
+        self._remove_partial_files()
         saved = resume_state.get('network_g')
         saved = _network_signature(saved) if saved is not None else None
         current = _network_signature(self.opt['network_g'])

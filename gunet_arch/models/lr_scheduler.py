@@ -5,9 +5,8 @@ type up in ``LR_SCHEDULER_REGISTRY`` first and hands anything else to BasicSR.
 """
 import math
 
-from torch.optim.lr_scheduler import LRScheduler
-
 from basicsr.utils.registry import Registry
+from torch.optim.lr_scheduler import LRScheduler
 
 LR_SCHEDULER_REGISTRY = Registry('lr_scheduler')
 

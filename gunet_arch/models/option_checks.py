@@ -54,6 +54,9 @@ def check_train_options(opt):
         value = train_opt.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ValueError(f'train.{key} must be a positive integer or ~, got {value!r}')
+    keep = (opt.get('logger') or {}).get('keep_checkpoints')
+    if keep is not None and (not isinstance(keep, int) or isinstance(keep, bool) or keep < 1):
+        raise ValueError(f'logger.keep_checkpoints must be a positive integer or ~ (keep all), got {keep!r}')
     if opt.get('sync_bn', 'auto') not in SYNC_BN_VALUES:
         raise ValueError(f'sync_bn must be auto, true or false, got {opt.get("sync_bn")!r}')
 
