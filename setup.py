@@ -22,6 +22,7 @@ setup(
         'numpy',
         'tqdm',
         'Pillow',
+        'safetensors',
     ],
     extras_require={
         'test': ['pytest', 'scikit-image', 'ruff==0.17.6'],

@@ -170,17 +170,34 @@ def training_states(experiments_root):
     return sorted(found, reverse=True)
 
 
+def _resume_weights(models_dir, iteration):
+    """The ``net_g_<iter>`` file a resume loads: ``.pth``, or ``.safetensors`` when the run saved
+    that format (BasicSR's ``check_resume`` only knows ``.pth``)."""
+    path = os.path.join(models_dir, f'net_g_{iteration}.pth')
+    alternative = path[:-len('.pth')] + '.safetensors'
+    return alternative if not os.path.isfile(path) and os.path.isfile(alternative) else path
+
+
 def _read_state(path, device, models_dir):
-    """The training state at ``path``; ValueError when it, or the ``net_g_<iter>.pth`` that a
-    resume loads with it, is unreadable."""
+    """The training state at ``path``, loaded as data (``weights_only`` with the one non-builtin
+    type training states hold: the Counter of BasicSR's MultiStepRestartLR); ValueError when it,
+    or the weights a resume loads with it, is unreadable."""
+    from collections import Counter
+
     import torch
 
     try:
-        state = torch.load(path, map_location=device, weights_only=False)
-        iteration = state['iter']
-        net_path = os.path.join(models_dir, f'net_g_{iteration}.pth')
-        torch.load(net_path, map_location='cpu', weights_only=True)
-    except Exception as err:  # truncated, corrupt or missing: all mean "not a state to resume from"
+        with torch.serialization.safe_globals([Counter]):
+            state = torch.load(path, map_location=device, weights_only=True)
+        net_path = _resume_weights(models_dir, state['iter'])
+        if net_path.endswith('.safetensors'):
+            from safetensors import safe_open
+
+            with safe_open(net_path, framework='pt'):
+                pass
+        else:
+            torch.load(net_path, map_location='cpu', weights_only=True)
+    except Exception as err:  # truncated, corrupt, missing or holding code: not a state to resume from
         raise ValueError(f'{err.__class__.__name__}: {err}') from None
     return state
 
@@ -223,6 +240,8 @@ def load_resume_state(opt):
             continue
         opt['path']['resume_state'] = path
         check_resume(opt, state['iter'])
+        if 'network_g' not in (opt['path'].get('ignore_resume_networks') or ()):
+            opt['path']['pretrain_network_g'] = _resume_weights(models_dir, state['iter'])
         return state
     if skipped:
         raise ValueError(f'--auto_resume: none of the {len(skipped)} training states in '

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Convert an official gUNet checkpoint (``{'state_dict': ...}`` with ``module.`` keys) into a
-BasicSR checkpoint (``{'params': ...}``) for ``path.pretrain_network_g``.
+BasicSR checkpoint (``{'params': ...}``) for ``path.pretrain_network_g``; an output name ending
+in ``.safetensors`` writes that format.
 
     python scripts/convert_official_weights.py --input gunet-t.pth --output net_g_gunet_t.pth [--variant t]
 """
@@ -11,8 +12,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from gunet_arch.archs import VARIANTS  # noqa: E402
-from gunet_arch.archs.checkpoints import load_gunet_checkpoint  # noqa: E402
-from gunet_arch.atomic import atomic_torch_save  # noqa: E402
+from gunet_arch.archs.checkpoints import load_gunet_checkpoint, save_weights  # noqa: E402
 
 
 def main(argv=None):
@@ -29,7 +29,7 @@ def main(argv=None):
     except (ValueError, FileNotFoundError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
-    atomic_torch_save({'params': sd}, args.output)
+    save_weights({'params': sd}, args.output)
     name = f"gUNet-{config['variant'].upper()}" if config['variant'] else f"gUNet (depths {config['depths']})"
     print(f'{name}: {sum(v.numel() for k, v in sd.items() if "running" not in k and "num_batches" not in k):,} '
           f'parameters written to {args.output}')

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import ROOT
+
 from gunet_arch.archs import VARIANTS, GUNet, Variant, get_variant
 from gunet_arch.archs.checkpoints import load_gunet_checkpoint
 from gunet_arch.models.gunet_model import _network_signature

@@ -4,9 +4,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from basicsr.models import build_model
 from conftest import load_script, randomise_batch_norms, tiny_train_opt
+
 from gunet_arch.archs import GUNet
 
 pytestmark = pytest.mark.cuda

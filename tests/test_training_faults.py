@@ -10,9 +10,9 @@ import time
 
 import pytest
 import torch
-
 from basicsr.models import build_model
 from conftest import PYTHON, ROOT, run_env, tiny_train_opt, write_option_file, write_tiny_its
+
 from gunet_arch import compat, run_lock
 from gunet_arch.models.stop_signals import PREEMPTED_EXIT_CODE
 

@@ -28,14 +28,56 @@ def strip_module_prefix(state_dict):
     return {(k[len(_DDP_PREFIX):] if k.startswith(_DDP_PREFIX) else k): v for k, v in state_dict.items()}
 
 
+def _refusal(path, err):
+    text = f'{err.__class__.__name__}: {err}'
+    if 'weights_only' in text.lower() or 'unsupported global' in text.lower():
+        return (f'{path}: refused: the file holds Python objects besides tensors, and unpickling them could run '
+                'code. Only weights are loaded; re-save the weights alone (torch.save of a state dict, or '
+                '.safetensors)')
+    return f'{path}: cannot be read as a PyTorch or safetensors checkpoint ({text})'
+
+
 def read_checkpoint(path, map_location='cpu'):
-    """The object saved in ``path``, loaded as data only."""
+    """The weights saved in ``path`` (``.safetensors``, or a torch file loaded with
+    ``weights_only=True``), as a dict. Nothing in the file can run code."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f'no such checkpoint file: {path}')
     try:
+        if str(path).endswith('.safetensors'):
+            from safetensors.torch import load_file
+
+            return _nest(load_file(path, device=str(map_location)))
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # pickle, zip and weights-only errors all mean "not a checkpoint we read"
-        raise ValueError(f'{path}: cannot be read as a PyTorch checkpoint ({err.__class__.__name__}: {err})') from None
+    except Exception as err:  # pickle, zip, header and weights-only errors: none of them is loadable
+        raise ValueError(_refusal(path, err)) from None
+
+
+def _nest(flat):
+    """safetensors holds one flat dict: ``params.<name>`` entries go back under ``params``."""
+    groups = {key.split('.', 1)[0] for key in flat}
+    if not groups <= set(PARAM_KEYS):
+        return flat  # a bare state dict
+    nested = {group: {} for group in groups}
+    for key, tensor in flat.items():
+        group, name = key.split('.', 1)
+        nested[group][name] = tensor
+    return nested
+
+
+def save_weights(weights, path):
+    """Write ``{param_key: state_dict}`` to ``path`` safely (``gunet_arch.atomic``): as
+    ``.safetensors`` when the name says so, else with ``torch.save``."""
+    from gunet_arch.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        if str(path).endswith('.safetensors'):
+            from safetensors.torch import save_file
+
+            flat = {f'{group}.{name}': t.detach().cpu().contiguous() for group, sd in weights.items()
+                    for name, t in sd.items()}
+            save_file(flat, tmp)
+        else:
+            torch.save(weights, tmp)
 
 
 def extract_state_dict(checkpoint, param_key=None, source='checkpoint', log=None):

@@ -5,6 +5,8 @@ Images stay in OpenCV's channel order (BGR, gray or BGRA) and their own integer 
 crop is taken: converting a full image to RGB float only to keep a 256x256 patch of it would
 cost more than decoding it.
 """
+import io
+
 import cv2
 import numpy as np
 
@@ -13,8 +15,43 @@ IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 FULL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
+# Above this many pixels an image is refused before it is decoded (--max-pixels, max_pixels).
+DEFAULT_MAX_PIXELS = 300_000_000
+
+
 class ImageDecodeError(ValueError):
     """An image file (or stored entry) that cannot be decoded."""
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """An image whose header claims more pixels than the limit allows."""
+
+
+def image_dimensions(buf):
+    """(height, width) read from the file header alone, or None when Pillow cannot parse it.
+    Pillow's own decompression-bomb limit is lifted for the look: the caller applies its own."""
+    from PIL import Image
+
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with Image.open(io.BytesIO(buf)) as im:
+            width, height = im.size
+        return height, width
+    except Exception:  # noqa: BLE001 - not parsable here; the decoder has the last word
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def check_pixel_limit(buf, name, max_pixels=DEFAULT_MAX_PIXELS, option='--max-pixels'):
+    """Refuse ``buf`` before any pixel is decoded when its header claims more than
+    ``max_pixels`` pixels: a small file can claim gigapixels (a decompression bomb)."""
+    dims = image_dimensions(buf) if max_pixels else None
+    if dims and dims[0] * dims[1] > max_pixels:
+        raise ImageTooLargeError(
+            f'{name}: {dims[1]}x{dims[0]} pixels ({dims[0] * dims[1] / 1e6:.1f} megapixels) is over the limit of '
+            f'{max_pixels / 1e6:g} megapixels; refused before decoding ({option} raises the limit)')
+    return dims
 
 
 def is_image_file(name):
@@ -27,10 +64,12 @@ def _truncated_jpeg(buf):
     return buf[:2] == b'\xff\xd8' and buf.rfind(b'\xff\xd9') < buf.rfind(b'\xff\xda')
 
 
-def decode_bytes(buf, name):
-    """Decode image file bytes as OpenCV reads them, whatever their sample type."""
+def decode_bytes(buf, name, max_pixels=DEFAULT_MAX_PIXELS, option='--max-pixels'):
+    """Decode image file bytes as OpenCV reads them, whatever their sample type; refuse more
+    than ``max_pixels`` pixels before decoding (``option`` names the setting in the error)."""
     if not buf:
         raise ImageDecodeError(f'Empty image file: {name}')
+    check_pixel_limit(buf, name, max_pixels, option)
     if _truncated_jpeg(buf):
         raise ImageDecodeError(f'Truncated image file (JPEG ends before its last scan does): {name}')
     try:
@@ -42,9 +81,9 @@ def decode_bytes(buf, name):
     return img
 
 
-def decode_image(buf, name):
+def decode_image(buf, name, max_pixels=DEFAULT_MAX_PIXELS, option='max_pixels'):
     """Decode image file bytes as the datasets take them (BGR/gray/BGRA, uint8/uint16)."""
-    return check_pixels(decode_bytes(buf, name), name)
+    return check_pixels(decode_bytes(buf, name, max_pixels, option), name)
 
 
 def check_pixels(img, name, dtypes=tuple(FULL_SCALE), channels=(1, 3, 4)):

@@ -8,20 +8,16 @@ import warnings
 
 import torch
 
-AMP_KEYS = ('enabled', 'dtype')
 AMP_DTYPES = {'float16': torch.float16, 'fp16': torch.float16, 'bfloat16': torch.bfloat16, 'bf16': torch.bfloat16}
 
 
 def check_amp_options(amp_opt):
     """Raise ValueError naming the offending ``train.amp`` key."""
+    from .option_checks import BOOL, TEXT, check_keys
+
     if amp_opt is None or isinstance(amp_opt, bool):
         return
-    if not isinstance(amp_opt, dict):
-        raise ValueError(f'train.amp must be a mapping with keys {", ".join(AMP_KEYS)}; got {amp_opt!r}')
-    unknown = sorted(set(amp_opt) - set(AMP_KEYS))
-    if unknown:
-        raise ValueError(f'train.amp: unknown key(s) {", ".join(map(repr, unknown))}; '
-                         f'valid keys: {", ".join(AMP_KEYS)}')
+    check_keys('train.amp', amp_opt, {'enabled': BOOL, 'dtype': TEXT})
     if str(amp_opt.get('dtype', 'float16')).lower() not in AMP_DTYPES:
         raise ValueError(f'train.amp.dtype: {amp_opt.get("dtype")!r} is not one of float16, bfloat16')
 

@@ -25,7 +25,7 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 from tqdm import tqdm
 
 from gunet_arch import compat
-from gunet_arch.archs.checkpoints import check_state_dict, extract_state_dict, read_checkpoint, strip_module_prefix
+from gunet_arch.archs import checkpoints
 from gunet_arch.archs.variants import network_config
 from gunet_arch.atomic import atomic_path, atomic_torch_save
 
@@ -53,11 +53,12 @@ def _network_signature(net_opt):
     return sig
 
 
-def _write_or_stop(obj, path):
-    """A checkpoint write that fails (a full disk) leaves the previous files as they were and
-    stops the run: training on without checkpoints would lose days at the next crash."""
+def _write_or_stop(write, path):
+    """``write(path)`` (a safe write, ``gunet_arch.atomic``); one that fails (a full disk)
+    leaves the previous files as they were and stops the run: training on without checkpoints
+    would lose days at the next crash."""
     try:
-        atomic_torch_save(obj, path)
+        write(path)
     except (OSError, RuntimeError) as err:  # torch's zip writer reports a short write as RuntimeError
         message = (f'cannot write {path} ({getattr(err, "strerror", None) or err}); the previous checkpoints and '
                    'training states are intact. Training stops: free space, then continue with --auto_resume.')
@@ -340,20 +341,22 @@ class GUNetModel(SRModel):
     # -- checkpoints --------------------------------------------------------------------------------
     @master_only
     def save_network(self, net, net_label, current_iter, param_key='params'):
-        """BasicSR's format, written to a temporary name first: a run killed mid-write never
-        leaves a truncated checkpoint behind for --auto_resume to pick up."""
+        """BasicSR's format (``.pth``, or ``.safetensors`` with ``logger.save_format:
+        safetensors``), written safely: a run killed mid-write never leaves a truncated
+        checkpoint behind for --auto_resume to pick up."""
         if current_iter == -1:
             current_iter = 'latest'
-        save_path = osp.join(self.opt['path']['models'], f'{net_label}_{current_iter}.pth')
+        ext = '.safetensors' if self.opt['logger'].get('save_format') == 'safetensors' else '.pth'
+        save_path = osp.join(self.opt['path']['models'], f'{net_label}_{current_iter}{ext}')
         nets = net if isinstance(net, list) else [net]
         keys = param_key if isinstance(param_key, list) else [param_key]
         if len(nets) != len(keys):
             raise ValueError('save_network: the numbers of networks and param keys differ')
         save_dict = {}
         for net_, key in zip(nets, keys):
-            state_dict = strip_module_prefix(self.get_bare_model(net_).state_dict())
+            state_dict = checkpoints.strip_module_prefix(self.get_bare_model(net_).state_dict())
             save_dict[key] = OrderedDict((k, v.cpu()) for k, v in state_dict.items())
-        _write_or_stop(save_dict, save_path)
+        _write_or_stop(lambda path: checkpoints.save_weights(save_dict, path), save_path)
 
     @master_only
     def save_training_state(self, epoch, current_iter):
@@ -368,7 +371,8 @@ class GUNetModel(SRModel):
             'bad_steps': self.bad_steps,
             'network_g': _network_signature(self.opt['network_g']),
         }
-        _write_or_stop(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+        _write_or_stop(lambda path: atomic_torch_save(state, path),
+                       osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
     def save(self, epoch, current_iter):
         super().save(epoch, current_iter)
@@ -382,7 +386,7 @@ class GUNetModel(SRModel):
         keep = self.opt['logger'].get('keep_checkpoints')
         if not keep:
             return
-        for folder, pattern in ((self.opt['path']['models'], r'net_g_(\d+)\.pth'),
+        for folder, pattern in ((self.opt['path']['models'], r'net_g_(\d+)\.(pth|safetensors)'),
                                 (self.opt['path']['training_states'], r'(\d+)\.state')):
             numbered = sorted((int(m.group(1)), name) for name in os.listdir(folder)
                               for m in [re.fullmatch(pattern, name)] if m)
@@ -427,12 +431,13 @@ class GUNetModel(SRModel):
         if self.opt['path'].get('resume_state'):
             strict = True
         logger = get_root_logger()
-        checkpoint = read_checkpoint(load_path)
-        state_dict = extract_state_dict(checkpoint, param_key=param_key, source=load_path, log=logger.info)
+        checkpoint = checkpoints.read_checkpoint(load_path)
+        state_dict = checkpoints.extract_state_dict(checkpoint, param_key=param_key, source=load_path, log=logger.info)
         bare = self.get_bare_model(net)
         logger.info(f'Loading {bare.__class__.__name__} model from {load_path}, with param key: [{param_key}].')
         if strict:
-            check_state_dict(state_dict, bare, source=f'{load_path} (network_g: {dict(self.opt["network_g"])})')
+            source = f'{load_path} (network_g: {dict(self.opt["network_g"])})'
+            checkpoints.check_state_dict(state_dict, bare, source=source)
         else:
             self._print_different_keys_loading(bare, state_dict, strict)
         bare.load_state_dict(state_dict, strict=strict)

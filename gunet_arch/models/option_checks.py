@@ -1,10 +1,18 @@
-"""Checks of the options GUNetModel reads, so that a typo fails before any training starts and
-the error names the key, instead of surfacing later as a KeyError deep in BasicSR.
+"""Checks of the options the plugin owns, so that a typo fails before any training starts and
+the error names the key (and the valid key it is closest to), instead of being ignored or
+surfacing later as a KeyError deep in BasicSR.
 
-They run once per run, right after BasicSR parses the option file (``gunet_arch/options.py``),
-before any dataset, logger or network is built.
+The plugin owns ``network_g`` of type GUNet, every ``datasets.*`` entry of type
+PairedDehazeDataset, ``train.amp``, ``train.scheduler`` of type WarmupCosineLR, ``train.optim_g``
+of type Adam/AdamW and the ``train`` keys GUNetModel reads: an unknown key there is an error, and
+so is a value of the wrong type. They run once per run, right after BasicSR parses the option
+file (``gunet_arch/options.py``), before any dataset, logger or network is built.
 """
+import difflib
+import inspect
 import os
+
+import torch
 
 from gunet_arch.archs.variants import get_variant
 
@@ -12,8 +20,79 @@ from .amp import check_amp_options
 from .lr_scheduler import LR_SCHEDULER_REGISTRY
 
 SYNC_BN_VALUES = ('auto', True, False)
-OPTIMIZERS = ('Adam', 'AdamW')
+OPTIMIZERS = {'Adam': torch.optim.Adam, 'AdamW': torch.optim.AdamW}
 DATA_PATH_KEYS = ('dataroot_lq', 'dataroot_gt', 'meta_info_file')
+
+# What a key's value may be (None, YAML's ~, is always allowed: it means "the default").
+INT, NUMBER, BOOL, TEXT, LIST, MAPPING = 'an integer', 'a number', 'true or false', 'text', 'a list', 'a mapping'
+SWITCH = 'a mapping or true/false'
+NETWORK_KEYS = {'type': TEXT, 'variant': TEXT, 'base_dim': INT, 'depths': LIST, 'kernel_size': INT,
+                'channels_last': BOOL}
+DATASET_KEYS = {  # PairedDehazeDataset's own, then those BasicSR's parser and dataloader add or read
+    'dataroot_lq': TEXT, 'dataroot_gt': TEXT, 'io_backend': MAPPING, 'pairing': TEXT, 'skip_unpaired': BOOL,
+    'gt_size': INT, 'use_hflip': BOOL, 'use_rot': BOOL, 'edge_decay': NUMBER, 'val_crop_size': INT,
+    'max_pixels': INT, 'meta_info_file': TEXT,
+    'name': TEXT, 'type': TEXT, 'phase': TEXT, 'scale': NUMBER, 'batch_size_per_gpu': INT, 'num_worker_per_gpu': INT,
+    'dataset_enlarge_ratio': NUMBER, 'use_shuffle': BOOL, 'prefetch_mode': TEXT, 'pin_memory': BOOL,
+    'persistent_workers': BOOL}
+TRAIN_KEYS = {'total_iter': INT, 'warmup_iter': INT, 'optim_g': MAPPING, 'scheduler': MAPPING, 'pixel_opt': MAPPING,
+              'perceptual_opt': MAPPING, 'ema_decay': NUMBER, 'amp': SWITCH, 'frozen_bn_iter': INT,
+              'max_bad_steps': INT}
+SCHEDULER_KEYS = {'type': TEXT, 'total_iter': INT, 'warmup_iter': INT, 'eta_min': NUMBER, 'weight_decay_min': NUMBER}
+_TYPES = {INT: int, NUMBER: (int, float), BOOL: bool, TEXT: str, LIST: (list, tuple), MAPPING: dict,
+          SWITCH: (dict, bool)}
+
+
+def _check_value(where, value, kind):
+    if value is None:
+        return
+    ok = isinstance(value, _TYPES[kind]) and (kind in (BOOL, SWITCH) or not isinstance(value, bool))
+    if not ok:
+        hint = ''
+        if kind == NUMBER and isinstance(value, str):
+            hint = ' (YAML reads 1e-3 as text: write 1.0e-3 or !!float 1e-3)'
+        raise ValueError(f'{where}: expected {kind}, got {type(value).__name__} {value!r}{hint}')
+
+
+def check_keys(where, mapping, schema):
+    """Every key of ``mapping`` is in ``schema`` and has a value of its kind; the error names
+    the key and the closest valid one."""
+    _check_value(where, mapping, MAPPING)
+    for key, value in (mapping or {}).items():
+        if key not in schema:
+            close = difflib.get_close_matches(str(key), list(schema), n=1)
+            hint = f'; did you mean {close[0]!r}?' if close else ''
+            raise ValueError(f'{where}: unknown key {key!r}{hint} (valid keys: {", ".join(schema)})')
+        _check_value(f'{where}.{key}', value, schema[key])
+
+
+def _optimizer_keys(cls):
+    keys = {'type': TEXT}
+    for name, param in inspect.signature(cls).parameters.items():
+        if name != 'params':
+            default = param.default
+            keys[name] = (BOOL if isinstance(default, bool) else NUMBER if isinstance(default, (int, float))
+                          else LIST if isinstance(default, tuple) else NUMBER)
+    return keys
+
+
+def check_owned_keys(opt):
+    """The unknown-key and type checks of every part of ``opt`` the plugin owns."""
+    net_opt = opt.get('network_g') or {}
+    if net_opt.get('type') == 'GUNet':
+        check_keys('network_g', net_opt, NETWORK_KEYS)
+    for phase, ds_opt in (opt.get('datasets') or {}).items():
+        if (ds_opt or {}).get('type') == 'PairedDehazeDataset':
+            check_keys(f'datasets.{phase}', ds_opt, DATASET_KEYS)
+    train_opt = opt.get('train') if opt.get('is_train') else None
+    if train_opt is not None:
+        check_keys('train', train_opt, TRAIN_KEYS)
+        optim = train_opt.get('optim_g') or {}
+        if optim.get('type') in OPTIMIZERS:
+            check_keys('train.optim_g', optim, _optimizer_keys(OPTIMIZERS[optim['type']]))
+        sched = train_opt.get('scheduler') or {}
+        if sched.get('type') in LR_SCHEDULER_REGISTRY:
+            check_keys('train.scheduler', sched, SCHEDULER_KEYS)
 
 
 def check_network_options(opt):
@@ -54,6 +133,9 @@ def check_train_options(opt):
         value = train_opt.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ValueError(f'train.{key} must be a positive integer or ~, got {value!r}')
+    save_format = (opt.get('logger') or {}).get('save_format')
+    if save_format not in (None, 'pth', 'safetensors'):
+        raise ValueError(f'logger.save_format must be pth (default) or safetensors, got {save_format!r}')
     keep = (opt.get('logger') or {}).get('keep_checkpoints')
     if keep is not None and (not isinstance(keep, int) or isinstance(keep, bool) or keep < 1):
         raise ValueError(f'logger.keep_checkpoints must be a positive integer or ~ (keep all), got {keep!r}')
@@ -62,7 +144,8 @@ def check_train_options(opt):
 
 
 def check_options(opt):
-    """Everything GUNetModel can check from the options alone."""
+    """Everything the plugin can check from the options alone."""
+    check_owned_keys(opt)
     check_network_options(opt)
     if opt.get('is_train'):
         check_train_options(opt)

@@ -13,8 +13,8 @@ import time
 
 import pytest
 import torch
-
 from conftest import ROOT, run_env, tiny_train_opt, write_option_file, write_tiny_its
+
 from gunet_arch.models.stop_signals import PREEMPTED_EXIT_CODE
 
 pytestmark = pytest.mark.cluster
@@ -163,7 +163,7 @@ def test_two_torchrun_launchers_act_as_two_nodes(tmp_path):
         'from gunet_arch.options import output_root\n'
         'train_pipeline(output_root())\n')
     nodes = []
-    for node in range(2):
+    for _ in range(2):
         cmd = TORCHRUN + ['--nnodes=2', '--nproc_per_node=1', '--rdzv_backend=c10d',
                           f'--rdzv_endpoint=127.0.0.1:{port}', '--rdzv_id=gunet-two-nodes', str(node_script), '-opt',
                           opt, '--launcher', 'pytorch']
