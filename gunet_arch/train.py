@@ -18,10 +18,12 @@ if __name__ == '__main__' and sys.path and osp.abspath(sys.path[0] or '.') == PA
 
 
 def main():
-    from basicsr.train import train_pipeline
-
+    # The plugin first: basicsr 1.4.2 cannot even be imported on current torchvision without its fixes.
+    # isort: off
     import gunet_arch  # noqa: F401  (registers the plugin and applies the BasicSR fixes)
+    from basicsr.train import train_pipeline
     from gunet_arch.options import output_root
+    # isort: on
 
     train_pipeline(output_root())
 

@@ -8,14 +8,23 @@ BasicSR imports every ``basicsr/models/*_model.py`` after its architectures and 
 hook is one small file there that imports this plugin (which registers GUNet, GUNetModel,
 PairedDehazeDataset, the metrics and the scheduler). The option files go to the clone's
 ``options/``; their relative data paths (``datasets/...``) then resolve against the clone.
+
+BasicSR 1.4.2 (the release tag, and PyPI's package) cannot be imported with torchvision >= 0.17:
+``basicsr/data/degradations.py`` imports ``torchvision.transforms.functional_tensor``, which that
+torchvision removed, and ``basicsr/data`` is imported before the hook in ``basicsr/models`` can
+run. So the installer also rewrites that one import line the way BasicSR master did (commit
+8d56e3a, "change functional_tensor to functional"), with a marker comment; ``--uninstall`` puts the
+original line back byte for byte. A clone that already has master's line is left as it is.
+
 The Python that runs BasicSR must have this package installed (``pip install -e .``).
 The path may also be a ``basicsr`` package folder itself (e.g. in site-packages); then only the
-hook is installed.
+hook and the import fix are installed.
 """
 import argparse
 import filecmp
 import glob
 import os
+import re
 import shutil
 import sys
 
@@ -26,6 +35,13 @@ HOOK_TEXT = f'''{MARKER}: installed by scripts/install_into_basicsr.py of gUNet 
 # import registers gUNet's architecture, model, dataset, metrics and scheduler.
 import gunet_arch  # noqa: F401
 '''
+# BasicSR 1.4.2's import of a module torchvision 0.17 removed, and the line that replaces it: the one
+# BasicSR master has (rgb_to_grayscale has been in torchvision.transforms.functional since 0.8),
+# plus the marker. Bytes, so that the rest of the file, line endings included, is never touched.
+DEGRADATIONS = os.path.join('data', 'degradations.py')
+OLD_IMPORT = b'from torchvision.transforms.functional_tensor import rgb_to_grayscale'
+NEW_IMPORT = (b'from torchvision.transforms.functional import rgb_to_grayscale  ' + MARKER.encode() +
+              b': was functional_tensor, removed in torchvision 0.17; --uninstall restores it')
 PROJECT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 OPTION_PATTERNS = ('train_gunet_*.yml', 'test_gunet_*.yml')
 
@@ -46,6 +62,48 @@ def check_scans_model_files(package):
         if "_model.py" not in f.read():
             raise SystemExit('error: this BasicSR does not import basicsr/models/*_model.py by itself; '
                              'add "import gunet_arch" to its train.py/test.py instead')
+
+
+def _rewrite(path, data):
+    """Replace ``path``'s bytes, keeping its permissions; never leaves a half-written file."""
+    tmp = f'{path}.gunet-tmp'
+    with open(tmp, 'wb') as f:
+        f.write(data)
+    shutil.copymode(path, tmp)
+    os.replace(tmp, path)
+
+
+def patch_degradations(package):
+    """Make ``basicsr/data`` importable on current torchvision (BasicSR 1.4.2 only)."""
+    path = os.path.join(package, DEGRADATIONS)
+    if not os.path.isfile(path):
+        return
+    with open(path, 'rb') as f:
+        data = f.read()
+    if NEW_IMPORT in data:
+        print(f'import fix: already in {path}')
+        return
+    old_line = re.compile(b'^' + re.escape(OLD_IMPORT) + b'(?=\r?$)', re.MULTILINE)
+    if len(old_line.findall(data)) == 1:
+        _rewrite(path, old_line.sub(lambda _: NEW_IMPORT, data))
+        print(f'import fix: {path} (torchvision.transforms.functional_tensor -> functional, as BasicSR master)')
+    elif b'functional_tensor' in data:
+        print(f'warning: {path} imports torchvision.transforms.functional_tensor in a form this installer does not '
+              'know; with torchvision >= 0.17 this BasicSR will not import. Change that import to '
+              'torchvision.transforms.functional yourself.')
+
+
+def unpatch_degradations(package):
+    path = os.path.join(package, DEGRADATIONS)
+    if not os.path.isfile(path):
+        return
+    with open(path, 'rb') as f:
+        data = f.read()
+    if NEW_IMPORT in data:
+        _rewrite(path, data.replace(NEW_IMPORT, OLD_IMPORT))
+        print(f'restored the original import line of {path}')
+    elif MARKER.encode() in data:
+        print(f'  kept (the import line was edited since it was installed): {path}')
 
 
 def our_option_files():
@@ -69,6 +127,7 @@ def install(package, clone, link, force):
     with open(hook, 'w') as f:
         f.write(HOOK_TEXT)
     print(f'hook: {hook}')
+    patch_degradations(package)
     if clone is None:
         print('no clone root: option files not copied')
         return
@@ -99,6 +158,7 @@ def uninstall(package, clone):
             raise SystemExit(f'error: {hook} is not this plugin\'s hook; not removing it')
         os.remove(hook)
         print(f'removed hook: {hook}')
+    unpatch_degradations(package)
     if clone is None:
         return
     removed = 0
@@ -111,6 +171,9 @@ def uninstall(package, clone):
             else:
                 print(f'  kept (edited since it was installed): {dst}')
     print(f'removed {removed} option files')
+    options_dir = os.path.join(clone, 'options')
+    if os.path.isdir(options_dir) and not os.listdir(options_dir):
+        os.rmdir(options_dir)  # the installer made it: a BasicSR clone ships options/ with files in it
 
 
 def main(argv=None):
@@ -118,7 +181,8 @@ def main(argv=None):
     parser.add_argument('basicsr', help='a BasicSR clone (the folder holding basicsr/), or a basicsr package folder')
     parser.add_argument('--link', action='store_true', help='symlink the option files instead of copying them')
     parser.add_argument('--force', action='store_true', help='replace option files that differ from ours')
-    parser.add_argument('--uninstall', action='store_true', help='remove the hook and the unchanged option files')
+    parser.add_argument('--uninstall', action='store_true',
+                        help='remove the hook, the import fix and the unchanged option files')
     args = parser.parse_args(argv)
     package, clone = locate(args.basicsr)
     if args.uninstall:

@@ -5,6 +5,13 @@ from the paper's recipe (official gUNet configs), so the 32 files cannot drift a
 """
 import argparse
 import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# The paper's numbers and the official experiment folders: one table, which the evaluation of the
+# official checkpoints (scripts/evaluate_official.py) compares with.
+from gunet_arch.tools.evaluate_official import OFFICIAL_EXP, paper_text  # noqa: E402
 
 EPOCH_SAMPLES = 16384  # the official "epoch": 16,384 random crops
 EPOCHS = 1000
@@ -25,15 +32,6 @@ SETS = {
     'haze4k': ('Haze4K-train', 'Haze4K-test', 400, True, 'haze4k', 'Haze4K'),
     'rshaze': ('RS-Haze-train', 'RS-Haze-test', None, True, 'rshaze', 'RS-Haze'),
 }
-PAPER = {  # PSNR / SSIM of the paper's table, per variant and test set
-    't': {'its': '37.99 / 0.993', 'ots': '34.52 / 0.983', 'haze4k': '31.60 / 0.984', 'rshaze': '38.80 / 0.967'},
-    's': {'its': '39.76 / 0.995', 'ots': '35.17 / 0.984', 'haze4k': '32.18 / 0.985', 'rshaze': '39.22 / 0.969'},
-    'b': {'its': '40.65 / 0.996', 'ots': '36.29 / 0.986', 'haze4k': '33.12 / 0.988', 'rshaze': '39.35 / 0.970'},
-    'd': {'its': '41.34 / 0.996', 'ots': '36.64 / 0.986', 'haze4k': '33.52 / 0.988', 'rshaze': '39.70 / 0.971'},
-}
-
-OFFICIAL_EXP = {'its': 'reside-in', 'ots': 'reside-out', 'haze4k': 'haze4k', 'rshaze': 'rshaze'}
-
 METRICS = """\
   metrics:
     psnr:  # paper protocol: RGB floats in [0, 1], whole image
@@ -159,7 +157,7 @@ def test_file(variant, key):
     name = f'test_gunet_{variant}_{suffix}'
     return f"""\
 # Test gUNet-{variant.upper()} trained on {desc.split(',')[0]}: {val_folder}, full images
-# (paper: {PAPER[variant][key]} PSNR / SSIM).
+# (paper: {paper_text(variant, key)} PSNR / SSIM).
 #   python gunet_arch/test.py -opt options/{name}.yml
 # Dehazed images go to results/{name}/visualization/, per-image PSNR/SSIM and their means
 # to results/{name}/{val_folder}_metrics.csv. pretrain_network_g may also be an official gUNet

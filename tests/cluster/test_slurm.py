@@ -62,6 +62,41 @@ SITECUSTOMIZE = RANK_DUMP + textwrap.dedent('''
 ''')
 
 
+# For a BasicSR clone's own basicsr/train.py, run unchanged: nothing may be imported before the clone
+# imports itself (that would hide what the installer has to make work), so the rank dump goes onto
+# the clone's GUNetModel only once its basicsr.models has been imported (its scan of
+# basicsr/models/*_model.py runs the installed hook), and the process says which basicsr that was.
+CLONE_SITECUSTOMIZE = RANK_DUMP + textwrap.dedent('''
+    import importlib.abc
+    import importlib.util
+    import os
+    import sys
+
+
+    class AfterBasicsrModels(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name != 'basicsr.models':
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.util.find_spec(name)
+            exec_module = spec.loader.exec_module
+
+            def exec_then_dump(module):
+                exec_module(module)
+                from basicsr.utils.registry import MODEL_REGISTRY
+
+                install_rank_dump(MODEL_REGISTRY.get('GUNetModel'), os.environ['GUNET_RANK_DUMP'])
+                print('BASICSR_FROM', sys.modules['basicsr'].__file__, flush=True)
+
+            spec.loader.exec_module = exec_then_dump
+            return spec
+
+
+    if os.environ.get('GUNET_RANK_DUMP') and os.environ.get('SLURM_PROCID') is not None:
+        sys.meta_path.insert(0, AfterBasicsrModels())
+''')
+
+
 def tiny_option_file(tmp_path, name, total_iter=4, checkpoint_freq=4, data_root=None):
     """Two CPU processes, batch 2 each (so BatchNorm becomes SyncBN), on a tiny 32x32 set."""
     hazy, clear = write_tiny_its(str(data_root or tmp_path / 'data'))
@@ -192,8 +227,9 @@ def test_sbatch_template_is_not_requeued_when_cancelled(slurm, tmp_path):
 
 
 def test_basicsr_clone_train_py_under_srun(slurm, tmp_path):
-    """A clone of BasicSR (laid out from the installed package, as tests/test_install_into_basicsr.py
-    does) with gUNet installed into it: its own basicsr/train.py --launcher slurm on two ranks."""
+    """A clone of BasicSR 1.4.2 (laid out from the installed package, as tests/test_install_into_basicsr.py
+    does) with gUNet installed into it: its own basicsr/train.py --launcher slurm on two ranks, run
+    directly (the installer's import fix makes 1.4.2 importable on current torchvision)."""
     clone = tmp_path / 'BasicSR'
     shutil.copytree(os.path.dirname(basicsr.__file__), clone / 'basicsr',
                     ignore=shutil.ignore_patterns('__pycache__', '*.pyc', 'gunet_plugin_model.py'))
@@ -203,31 +239,15 @@ def test_basicsr_clone_train_py_under_srun(slurm, tmp_path):
     for key, folder in (('dataroot_lq', 'hazy'), ('dataroot_gt', 'clear')):
         opt['datasets']['train'][key] = f'datasets/tiny/{folder}'  # relative to the clone
     del opt['path']['experiments_root']  # BasicSR's default: <clone>/experiments/<name>
-    option_file = write_option_file(opt, str(clone / 'options' / 'train_tiny_clone_slurm.yml'))
-    dump_dir = tmp_path / 'dump'
+    write_option_file(opt, str(clone / 'options' / 'train_tiny_clone_slurm.yml'))
+    hook_dir, dump_dir = tmp_path / 'hook', tmp_path / 'dump'
+    hook_dir.mkdir()
     dump_dir.mkdir()
-    runner = tmp_path / 'run_clone.py'
-    runner.write_text(RANK_DUMP + textwrap.dedent(f'''
-        import runpy, sys, types
-        # basicsr 1.4.2 imports torchvision.transforms.functional_tensor, which current torchvision
-        # lacks (BasicSR master no longer does); give this copy of 1.4.2 the one name it needs.
-        import torchvision.transforms.functional as F
-        shim = types.ModuleType('torchvision.transforms.functional_tensor')
-        shim.rgb_to_grayscale = F.rgb_to_grayscale
-        sys.modules['torchvision.transforms.functional_tensor'] = shim
-        # The clone's model registry, filled by its own scan of basicsr/models (the installed hook).
-        import basicsr.models  # noqa: F401
-        from basicsr.utils.registry import MODEL_REGISTRY
-        install_rank_dump(MODEL_REGISTRY.get('GUNetModel'), {str(dump_dir)!r})
-        sys.argv = ['basicsr/train.py', '-opt', {option_file!r}, '--launcher', 'slurm']
-        runpy.run_path({str(clone / 'basicsr' / 'train.py')!r}, run_name='__main__')
-        print('BASICSR_FROM', basicsr.__file__)
-    '''))
-    env = slurm.env()
-    env['PYTHONPATH'] = f'{clone}{os.pathsep}{env["PYTHONPATH"]}'
-    elsewhere = tmp_path / 'elsewhere'
-    elsewhere.mkdir()
-    proc = slurm.srun('clone', 2, [PYTHON, '-u', str(runner)], env=env, cwd=str(elsewhere))
+    (hook_dir / 'sitecustomize.py').write_text(CLONE_SITECUSTOMIZE)
+    env = slurm.env(GUNET_RANK_DUMP=str(dump_dir))
+    env['PYTHONPATH'] = f'{hook_dir}{os.pathsep}{clone}{os.pathsep}{env["PYTHONPATH"]}'
+    proc = slurm.srun('clone', 2, [PYTHON, '-u', 'basicsr/train.py', '-opt', 'options/train_tiny_clone_slurm.yml',
+                                   '--launcher', 'slurm'], env=env, cwd=str(clone))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert proc.stdout.count(f'BASICSR_FROM {clone / "basicsr" / "__init__.py"}') == 2, proc.stdout[-3000:]
 
