@@ -2,6 +2,7 @@
 # make lint : ruff (ruff.toml) over the whole tree.
 # make test-gpu : the tests marked cuda, on a machine with CUDA.
 # make test-cluster : the tests marked cluster, on a real one-host Slurm cluster started for them.
+# make test-browser : the tests marked browser (the results gallery in headless Chromium).
 # make demo : synthesise a small hazy set, train gUNet-T on the CPU, test it, print the result.
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -12,7 +13,7 @@ STAMP := $(VENV)/.gunet-installed
 TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
 BASICSR_PKG ?= basicsr==1.4.2
 
-.PHONY: test test-gpu test-cluster lint demo venv clean-demo
+.PHONY: test test-gpu test-cluster test-browser lint demo venv clean-demo
 
 venv: $(STAMP)
 
@@ -33,9 +34,10 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 # -rs lists every skip, and a skip fails the run (tests/conftest.py): what the Makefile installs
-# is never skipped. CUDA tests are deselected here, not skipped, and run by `make test-gpu`.
+# is never skipped. CUDA tests are deselected here, not skipped, and run by `make test-gpu`
+# (cluster and browser tests by `make test-cluster` and `make test-browser`).
 test: lint
-	$(PY) -m pytest -q -rs -m 'not cuda and not cluster' tests
+	$(PY) -m pytest -q -rs -m 'not cuda and not cluster and not browser' tests
 
 test-gpu: $(STAMP)
 	$(PY) -c "import torch, sys; sys.exit(not torch.cuda.is_available())" \
@@ -56,6 +58,20 @@ test-cluster: $(STAMP)
 	fi
 	export GUNET_SLURM_DIR=$(SLURM_DIR); scripts/local_slurm.sh start && . $(SLURM_DIR)/env \
 		&& $(PY) -m pytest -q -rs -m cluster tests/cluster; status=$$?; scripts/local_slurm.sh stop; exit $$status
+
+# Debian's Chromium, installed only when missing, driven by Playwright for Python (the `browser`
+# extra) through /usr/bin/chromium: Playwright's own browser download is never used.
+BROWSER_DEBS ?= chromium
+
+test-browser: $(STAMP)
+	@missing=$$(for p in $(BROWSER_DEBS); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q ' installed$$' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing" $$missing; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+	$(PY) -c "import playwright.sync_api" 2>/dev/null || $(PY) -m pip install --no-build-isolation -e '.[browser]'
+	$(PY) -m pytest -q -rs -m browser tests/browser
 
 # The demo runs the commands a user runs on their own data; each step is redone only when what
 # it reads changed, so a second `make demo` just prints the result again, and an interrupted

@@ -29,6 +29,8 @@ setup(
         'deploy': ['onnx', 'onnxscript', 'onnxruntime'],
         # The demo hazes the photographs that ship with scikit-image.
         'demo': ['scikit-image'],
+        # make test-browser: Playwright drives Debian's chromium (no browser download).
+        'browser': ['playwright', 'pytest', 'scikit-image'],
     },
     license='MIT',
 )

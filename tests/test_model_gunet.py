@@ -2,16 +2,17 @@
 exact resume, checkpoints, and validation with float metrics and a CSV."""
 import copy
 import csv
+import math
 import os
 import sys
 
 import pytest
 import torch
-
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.models import build_model
 from basicsr.utils.options import parse_options
 from conftest import ROOT, TINY_NET, tiny_train_opt, write_option_file
+
 from gunet_arch.compat import load_resume_state
 from gunet_arch.metrics import calculate_psnr_dehaze
 from gunet_arch.models.frozen_bn import batch_norms
@@ -127,8 +128,51 @@ def test_float16_amp_without_cuda_falls_back_to_bfloat16_with_one_warning(make_o
         model = build_model(opt)
     assert len([w for w in record if 'amp' in str(w.message)]) == 1
     assert model.amp.dtype == torch.bfloat16 and model.scaler is None
-    loss = train(model, batches, 1, 1)[0]
-    assert loss == loss  # finite
+    with conv_output_dtypes(model) as dtypes:
+        loss = train(model, batches, 1, 1)[0]
+    assert math.isfinite(loss)  # neither NaN nor +-inf
+    assert dtypes and set(dtypes.values()) == {torch.bfloat16}
+
+
+class conv_output_dtypes:
+    """Records, per nn.Conv2d of the model's network, the dtype of its output during the block."""
+
+    def __init__(self, model):
+        self.convs = {n: m for n, m in model.get_bare_model(model.net_g).named_modules()
+                      if isinstance(m, torch.nn.Conv2d)}
+        self.dtypes, self.handles = {}, []
+
+    def __enter__(self):
+        for name, conv in self.convs.items():
+            self.handles.append(conv.register_forward_hook(
+                lambda mod, inp, out, name=name: self.dtypes.__setitem__(name, out.dtype)))
+        return self.dtypes
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+        assert not exc[0] and sorted(self.dtypes) == sorted(self.convs), 'a conv did not run'
+
+
+@pytest.mark.parametrize('amp, conv_dtype', [({'enabled': True, 'dtype': 'bfloat16'}, torch.bfloat16),
+                                             ({'enabled': False, 'dtype': 'bfloat16'}, torch.float32)],
+                         ids=['bfloat16', 'off'])
+def test_bfloat16_amp_runs_every_convolution_in_bfloat16(make_opt, batches, amp, conv_dtype):
+    """Under train.amp bfloat16 every convolution of the training forward computes in bfloat16
+    (autocast really applies), the loss is finite, the weights stay float32 and do change. With
+    amp off the same hooks see float32, so the hooks measure what they claim."""
+    model = build_model(make_opt(amp=amp))
+    assert model.scaler is None
+    before = state(model)
+    with conv_output_dtypes(model) as dtypes:
+        model.feed_data(batches[0])
+        model.optimize_parameters(1)
+    assert set(dtypes.values()) == {conv_dtype}
+    loss = model.get_current_log()['l_pix']
+    assert math.isfinite(loss) and loss > 0
+    after = state(model)
+    assert all(v.dtype == torch.float32 for k, v in after.items() if v.is_floating_point())
+    assert not same_state(before, after)
 
 
 @pytest.mark.parametrize('edit, match', [
@@ -138,6 +182,7 @@ def test_float16_amp_without_cuda_falls_back_to_bfloat16_with_one_warning(make_o
     (lambda o: o['network_g'].update(variant='x', depths=None), r'network_g\.variant'),
     (lambda o: o.update(sync_bn='maybe'), r'sync_bn'),
     (lambda o: o['train'].update(frozen_bn_iter=-5), r'train\.frozen_bn_iter'),
+    (lambda o: o['logger'].update(keep_checkpoints=0), r'logger\.keep_checkpoints'),
 ])
 def test_bad_options_fail_before_training_naming_the_key(make_opt, edit, match, tmp_path, monkeypatch):
     """The checks run once, as BasicSR parses the option file: before any dataset or model."""
@@ -246,7 +291,7 @@ def test_validation_uses_float_outputs_and_writes_a_csv(tiny_val, tmp_path):
             out = model_net.eval()(data['lq']).clamp(0, 1)
         assert out.shape[-2:] == (36, 44)
         expected.append(calculate_psnr_dehaze(out[0].permute(1, 2, 0).numpy(), data['gt'][0].permute(1, 2, 0).numpy()))
-    rows = list(csv.reader(open(tmp_path / 'results' / 'tinyval_metrics.csv')))
+    rows = [r for r in csv.reader(open(tmp_path / 'results' / 'tinyval_metrics.csv')) if r and not r[0].startswith('#')]
     assert rows[0] == ['image', 'psnr', 'ssim'] and rows[-1][0] == 'mean' and len(rows) == 2 + len(expected)
     assert [float(r[1]) for r in rows[1:-1]] == pytest.approx(expected, abs=1e-5)
     assert float(rows[-1][1]) == pytest.approx(sum(expected) / len(expected), abs=1e-5)

@@ -297,6 +297,13 @@ class GUNetModel(SRModel):
         if with_metrics:
             self._initialize_best_metric_results(dataset_name)
         rows = []
+        gallery = None
+        if not self.opt['is_train'] and self.opt['val'].get('gallery', True):
+            # The results gallery (results/<name>/index.html) shows the hazy and clear images the
+            # test read, from folders or LMDB: they are saved next to it as the test runs.
+            from gunet_arch.tools.gallery import TestSetGallery
+
+            gallery = TestSetGallery(self.opt['path']['results_root'], dataset_name)
         pbar = tqdm(total=len(dataloader), unit='image') if self.opt['val'].get('pbar', False) else None
         for val_data in dataloader:
             img_name = osp.splitext(osp.basename(val_data['lq_path'][0]))[0]
@@ -304,9 +311,17 @@ class GUNetModel(SRModel):
             self.test()
             output = self.output.detach().float().cpu()[0]
             gt = self.gt.detach().float().cpu()[0] if hasattr(self, 'gt') else None
+            dehazed = None
             if save_img:
-                with atomic_path(self._save_path(img_name, dataset_name, current_iter)) as tmp:
+                dehazed = self._save_path(img_name, dataset_name, current_iter)
+                with atomic_path(dehazed) as tmp:
                     imwrite(tensor2img([output]), tmp)
+            if gallery is not None:
+                gt_path = val_data.get('gt_path')
+                gallery.add(img_name, tensor2img([self.lq.detach().float().cpu()[0]]),
+                            dehazed if dehazed is not None else tensor2img([output]),
+                            clear=tensor2img([gt]) if gt is not None else None,
+                            clear_name=gt_path[0] if gt_path else None)
             if with_metrics and gt is not None:
                 rows.append((img_name, self._image_metrics(output, gt)))
             for name in ('lq', 'gt', 'output'):
@@ -317,14 +332,22 @@ class GUNetModel(SRModel):
                 pbar.set_description(f'Test {img_name}')
         if pbar is not None:
             pbar.close()
-        if not with_metrics or not rows:
-            return
-        self.metric_results = {name: sum(r[name] for _, r in rows) / len(rows) for name in metrics_opt}
-        for name, value in self.metric_results.items():
-            self._update_best_metric_result(dataset_name, name, value, current_iter)
-        self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
-        if not self.opt['is_train']:
-            self._write_metrics_csv(dataset_name, rows)
+        if with_metrics and rows:
+            self.metric_results = {name: sum(r[name] for _, r in rows) / len(rows) for name in metrics_opt}
+            for name, value in self.metric_results.items():
+                self._update_best_metric_result(dataset_name, name, value, current_iter)
+            self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+            if not self.opt['is_train']:
+                self._write_metrics_csv(dataset_name, rows)
+        if gallery is not None:
+            from gunet_arch.tools.gallery import option_file_from_argv, options_text, write_results_gallery
+
+            gallery.finish(rows, {name: m['type'] for name, m in metrics_opt.items()})
+            option_file = option_file_from_argv()
+            page = write_results_gallery(self.opt['path']['results_root'], title=f'gUNet test: {self.opt["name"]}',
+                                         option_file=option_file,
+                                         option_text=None if option_file else options_text(self.opt))
+            get_root_logger().info(f'Results gallery: {page}')
 
     @master_only
     def _write_metrics_csv(self, dataset_name, rows):
@@ -336,6 +359,11 @@ class GUNetModel(SRModel):
             for img_name, values in rows:
                 writer.writerow([img_name] + [f'{values[n]:.6f}' for n in names])
             writer.writerow(['mean'] + [f'{self.metric_results[n]:.6f}' for n in names])
+            # Which decoders and libraries produced these numbers: a '#' line after the table,
+            # which CSV readers skip (comment='#'); gunet_arch.tools.demo_report reads it so.
+            from gunet_arch.tools.provenance import csv_comment
+
+            f.write(csv_comment() + '\r\n')
         get_root_logger().info(f'Per-image metrics of {dataset_name} ({len(rows)} images): {path}')
 
     # -- checkpoints --------------------------------------------------------------------------------

@@ -35,9 +35,10 @@ class HeldOutImage:
 
 
 def read_metrics_csv(path):
-    """``{image: {metric: value}}`` from the test's CSV (its final 'mean' row left out)."""
+    """``{image: {metric: value}}`` from the test's CSV (its final 'mean' row and the '#' lines
+    after it, the library versions, left out)."""
     with open(path, newline='') as f:
-        rows = list(csv.DictReader(f))
+        rows = list(csv.DictReader(line for line in f if not line.startswith('#')))
     return {r['image']: {k: float(v) for k, v in r.items() if k != 'image'} for r in rows if r['image'] != 'mean'}
 
 
