@@ -13,8 +13,9 @@ import pytest
 from conftest import load_script
 from gallery_data import photo_triples, tiny_test_run, write_photo_set
 
-from gunet_arch.tools import demo_report, provenance
+from gunet_arch.tools import provenance
 from gunet_arch.tools.gallery import GalleryEntry, write_gallery, write_results_gallery
+from gunet_arch.tools.metrics_csv import read_metrics_csv
 
 VOID = {'meta', 'img', 'input', 'br', 'hr', 'link', 'source', 'wbr'}
 
@@ -220,7 +221,7 @@ def test_test_run_writes_the_gallery_and_versions_after_the_csv(tiny_val, tmp_pa
     assert lines[0] == 'image,psnr,ssim' and lines[-2].startswith('mean,') and len(lines) == 5
     assert provenance.parse_csv_comment(lines[-1]) == provenance.library_versions()
     # What the existing readers see: the table without the '#' line.
-    assert set(demo_report.read_metrics_csv(results / 'tinyval_metrics.csv')) == {'1_1_0.60', '2_1_0.60'}
+    assert set(read_metrics_csv(results / 'tinyval_metrics.csv')[0]) == {'1_1_0.60', '2_1_0.60'}
     rows = list(csv.DictReader(line for line in lines if not line.startswith('#')))
     assert [r['image'] for r in rows] == ['1_1_0.60', '2_1_0.60', 'mean']
 

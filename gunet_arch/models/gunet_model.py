@@ -5,7 +5,6 @@ the WarmupCosineLR schedule, mixed precision, FrozenBN, SyncBN for small per-GPU
 skipping of NaN/Inf steps, CPU (gloo) DDP, crash-safe checkpoints, and validation/testing on
 float outputs with a per-image CSV.
 """
-import csv
 import datetime
 import errno
 import os
@@ -28,6 +27,7 @@ from gunet_arch import compat
 from gunet_arch.archs import checkpoints
 from gunet_arch.archs.variants import network_config
 from gunet_arch.atomic import atomic_path, atomic_torch_save
+from gunet_arch.tools.metrics_csv import write_metrics_csv
 
 from .amp import AmpSettings
 from .frozen_bn import bn_buffers, restore_bn_buffers, set_frozen_bn
@@ -353,17 +353,7 @@ class GUNetModel(SRModel):
     def _write_metrics_csv(self, dataset_name, rows):
         names = list(self.metric_results)
         path = osp.join(self.opt['path']['results_root'], f'{dataset_name}_metrics.csv')
-        with atomic_path(path) as tmp, open(tmp, 'w', newline='') as f:
-            writer = csv.writer(f)
-            writer.writerow(['image'] + names)
-            for img_name, values in rows:
-                writer.writerow([img_name] + [f'{values[n]:.6f}' for n in names])
-            writer.writerow(['mean'] + [f'{self.metric_results[n]:.6f}' for n in names])
-            # Which decoders and libraries produced these numbers: a '#' line after the table,
-            # which CSV readers skip (comment='#'); gunet_arch.tools.demo_report reads it so.
-            from gunet_arch.tools.provenance import csv_comment
-
-            f.write(csv_comment() + '\r\n')
+        write_metrics_csv(path, names, rows, self.metric_results)
         get_root_logger().info(f'Per-image metrics of {dataset_name} ({len(rows)} images): {path}')
 
     # -- checkpoints --------------------------------------------------------------------------------

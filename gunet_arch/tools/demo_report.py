@@ -6,7 +6,6 @@ The dehazed numbers are read from the CSV that ``gunet_arch/test.py`` wrote (com
 network's float output, as the paper does); the hazy numbers are computed here with the same
 metric functions on the same images the test read.
 """
-import csv
 import math
 import os
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import numpy as np
 from ..data.image_codec import centre_crop, to_float
 from ..data.pairing import clear_stem_of
 from .image_io import read_image, write_image
+from .metrics_csv import read_metrics_csv
 
 LABELS = ('hazy', 'dehazed', 'clear')
 GAP = 4  # pixels between the pictures of a triptych and between triptychs
@@ -34,14 +34,6 @@ class HeldOutImage:
     hazy_ssim: float = math.nan
 
 
-def read_metrics_csv(path):
-    """``{image: {metric: value}}`` from the test's CSV (its final 'mean' row and the '#' lines
-    after it, the library versions, left out)."""
-    with open(path, newline='') as f:
-        rows = list(csv.DictReader(line for line in f if not line.startswith('#')))
-    return {r['image']: {k: float(v) for k, v in r.items() if k != 'image'} for r in rows if r['image'] != 'mean'}
-
-
 def _natural_key(name):
     """'6_2_1.07' before '6_10_1.49'."""
     return [int(part) if part.isdigit() else part for part in name.split('_')]
@@ -57,7 +49,7 @@ def find_one(folder, stem):
 
 def collect(data_dir, results_dir, dataset_name, suffix):
     """The held-out images the test scored, with their three files and the test's metrics."""
-    metrics = read_metrics_csv(os.path.join(results_dir, f'{dataset_name}_metrics.csv'))
+    metrics, _ = read_metrics_csv(os.path.join(results_dir, f'{dataset_name}_metrics.csv'))
     vis_dir = os.path.join(results_dir, 'visualization', dataset_name)
     images = []
     for name, values in sorted(metrics.items(), key=lambda item: _natural_key(item[0])):

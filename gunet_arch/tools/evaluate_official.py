@@ -10,7 +10,6 @@ The official code saves ``saved_models/<exp>/<model>.pth`` (``gunet_t.pth`` ...)
 ``gunet-t.pth``; both are found, in ``DIR/<exp>/`` or in ``DIR`` itself when ``DIR`` is an
 experiment folder (or ``--exp`` names it).
 """
-import csv
 import os
 import os.path as osp
 import subprocess
@@ -24,6 +23,7 @@ import yaml
 from gunet_arch.archs.checkpoints import load_gunet_checkpoint
 from gunet_arch.archs.variants import VARIANTS
 from gunet_arch.options import PROJECT_ROOT, output_root
+from gunet_arch.tools.metrics_csv import read_metrics_csv
 
 # The paper's table (PSNR dB / SSIM), per variant and training set; the shipped option files quote it.
 PAPER = {
@@ -131,11 +131,9 @@ def option_for(job, name, results_root, save_images):
 
 
 def read_means(csv_path):
-    """(PSNR, SSIM, number of images) from the ``mean`` row of a test's per-image CSV."""
-    with open(csv_path, newline='') as f:
-        header, *rows = [row for row in csv.reader(f) if row and not row[0].startswith('#')]  # '#': notes
-    mean = dict(zip(header, next(row for row in rows if row[0] == 'mean')))
-    return float(mean['psnr']), float(mean['ssim']), sum(1 for row in rows if row[0] != 'mean')
+    """(PSNR, SSIM, number of images) from a test's per-image CSV."""
+    per_image, mean = read_metrics_csv(csv_path)
+    return mean['psnr'], mean['ssim'], len(per_image)
 
 
 def run_job(job, results_root, save_images):

@@ -40,6 +40,7 @@ import numpy as np
 from ..atomic import atomic_write_bytes
 from ..data.image_codec import check_pixel_limit, from_float, to_bgr, to_float
 from . import provenance
+from .metrics_csv import read_metrics_csv
 
 PAGE_NAME = 'index.html'
 GALLERY_DIR = 'gallery'
@@ -566,13 +567,6 @@ class TestSetGallery:
         atomic_write_bytes(os.path.join(self.folder, 'manifest.json'), json.dumps(manifest, indent=1).encode())
 
 
-def read_metrics_csv(path):
-    """``{image: {metric: value}}`` from a ``*_metrics.csv`` (mean row and '#' lines left out)."""
-    from .demo_report import read_metrics_csv as read
-
-    return read(path)
-
-
 def _find_dehazed(results_dir, set_name, names):
     """``{name: path}`` of the dehazed images in ``visualization/<set>/``, named
     ``<name>_<suffix>.<ext>`` with one suffix (val.suffix or the option name, which may hold
@@ -614,7 +608,7 @@ def collect_results(results_dir, metric_types=None):
         set_name = file_name[:-len('_metrics.csv')]
         if set_name in sets:
             continue
-        metrics = read_metrics_csv(os.path.join(results_dir, file_name))
+        metrics = read_metrics_csv(os.path.join(results_dir, file_name))[0]
         dehazed = _find_dehazed(results_dir, set_name, list(metrics))
         sets[set_name] = [GalleryEntry(name, f'{GALLERY_DIR}/{_slug(set_name, 80)}/hazy/{name}.png', dehazed[name],
                                        None, values) for name, values in metrics.items()]
