@@ -23,6 +23,7 @@ setup(
         'tqdm',
         'Pillow',
         'safetensors',
+        'xxhash',
     ],
     extras_require={
         'test': ['pytest', 'scikit-image', 'ruff==0.17.6'],

@@ -2,7 +2,9 @@
 
 Measures training samples per second of one loader process (random 256x256 crops with edge
 decay, flips and rotations, the way a DataLoader worker produces them) and the size on disk of
-each storage, then prints a markdown table.
+each storage, then prints a markdown table. LMDB rows are measured twice, with the checksum check of
+every record read (what training does) and without it, and the check's own time is measured
+directly too (checksum of the records of the same samples), as the share of a sample's loading time.
 
     python scripts/benchmark_data.py                       # synthetic ITS-like PNGs
     python scripts/benchmark_data.py --format jpg --height 413 --width 550   # OTS-like JPEGs
@@ -10,6 +12,7 @@ each storage, then prints a markdown table.
         --limit 500
 """
 import argparse
+import copy
 import os
 import random
 import shutil
@@ -21,6 +24,7 @@ import numpy as np
 import torch
 
 from gunet_arch.data import DATASET_PRESETS, PairedDehazeDataset, prepare_lmdb
+from gunet_arch.data.lmdb_store import LmdbPair, read_value, record_checksum
 from gunet_arch.data.pairing import pair_folders
 
 # How the downloads are written: PNG at zlib's default level (libpng, PIL, MATLAB), JPEG at the
@@ -73,13 +77,39 @@ def folder_files(*folders):
     return [os.path.join(f, n) for f in folders for n in os.listdir(f)]
 
 
-def samples_per_second(dataset, samples, seed):
+def sample_order(dataset, samples, seed):
     random.seed(seed)
-    order = [random.randrange(len(dataset)) for _ in range(samples)]
+    return [random.randrange(len(dataset)) for _ in range(samples)]
+
+
+def samples_per_second(dataset, samples, seed):
+    order = sample_order(dataset, samples, seed)
     start = time.perf_counter()
     for index in order:
         dataset[index]
     return samples / (time.perf_counter() - start)
+
+
+def unverified(dataset):
+    """The same LMDB dataset without the checksum check (entries without their crc)."""
+    twin = copy.copy(dataset)
+    twin.lmdb_pairs = [LmdbPair(p.hazy._replace(crc=None), p.clear._replace(crc=None)) for p in dataset.lmdb_pairs]
+    return twin
+
+
+def checksum_seconds(dataset, samples, rounds):
+    """Best time, per sample, of the checksum checks that ``samples`` random samples make."""
+    best = float('inf')
+    for r in range(rounds):
+        values = []
+        for index in sample_order(dataset, samples, seed=r):
+            pair = dataset.lmdb_pairs[index]
+            values += [read_value(dataset.lq_root, pair.hazy.key), read_value(dataset.gt_root, pair.clear.key)]
+        start = time.perf_counter()
+        for value in values:
+            record_checksum(value)
+        best = min(best, (time.perf_counter() - start) / samples)
+    return best
 
 
 def measure(datasets, samples, rounds):
@@ -144,16 +174,23 @@ def main(argv=None):
             'dataroot_lq': lq, 'dataroot_gt': gt, 'io_backend': backend, 'phase': 'train',
             'gt_size': args.gt_size, 'use_hflip': True, 'use_rot': True, 'edge_decay': 0.1})
             for _, backend, lq, gt, _ in storages]
-        rates = measure(datasets, args.samples, args.repeats)
+        twins = [unverified(ds) for ds in datasets[1:]]
+        rates = measure(datasets + twins, args.samples, args.repeats)
+        rates, twin_rates = rates[:len(datasets)], [None] + rates[len(datasets):]
+        crc_times = [None] + [checksum_seconds(ds, args.samples, args.repeats) for ds in datasets[1:]]
         rows = [(label, size, rate, len(ds)) for (label, _, _, _, size), rate, ds in zip(storages, rates, datasets)]
 
         base = rows[0][2]
         print(f'\nTraining samples ({args.gt_size}x{args.gt_size} crop, edge decay, flip, rot90) per second '
-              f'of one loader process; {source}; {rows[0][3]} pairs.\n')
-        print('| storage | size on disk | samples/s | vs. disk |')
-        print('|---|---|---|---|')
-        for label, size, rate, _ in rows:
-            print(f'| {label} | {size / 2**20:.1f} MiB | {rate:.0f} | {rate / base:.2f}x |')
+              f'of one loader process; {source}; {rows[0][3]} pairs. LMDB reads check the checksum of every '
+              'record; "unchecked" is the same without that check, and "check" its own time per sample '
+              '(both records), as a share of the checked loading time.\n')
+        print('| storage | size on disk | samples/s | vs. disk | unchecked samples/s | check |')
+        print('|---|---|---|---|---|---|')
+        for (label, size, rate, _), twin_rate, crc in zip(rows, twin_rates, crc_times):
+            extra = ('- | -' if twin_rate is None else
+                     f'{twin_rate:.0f} | {crc * 1e6:.0f} µs, {crc * rate:.1%}')
+            print(f'| {label} | {size / 2**20:.1f} MiB | {rate:.0f} | {rate / base:.2f}x | {extra} |')
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -10,8 +10,20 @@ import argparse
 import os
 import sys
 
+from gunet_arch.data.image_codec import DEFAULT_MAX_PIXELS
 from gunet_arch.data.lmdb_store import CLEAR_DB, HAZY_DB
 from gunet_arch.data.lmdb_writer import DATASET_PRESETS, format_summary, prepare_lmdb, verify_lmdb
+
+
+def pixel_count(text):
+    """300000000, 300_000_000 or 3e8; 0 for no limit."""
+    try:
+        value = float(text.replace('_', ''))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'not a number of pixels: {text!r}') from None
+    if value < 0 or value != int(value):
+        raise argparse.ArgumentTypeError(f'not a number of pixels: {text!r}')
+    return int(value)
 
 
 def parse_args(argv=None):
@@ -28,9 +40,13 @@ def parse_args(argv=None):
     parser.add_argument('--compress-level', type=int, default=1, help='PNG compression level (0-9)')
     parser.add_argument('--workers', type=int, help='encoding processes (default: all cores)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing output')
-    parser.add_argument('--verify', action='store_true', help='decode every entry and print a summary')
+    parser.add_argument('--verify', action='store_true',
+                        help='check every entry (checksum, decoding, size) and print a summary')
     parser.add_argument('--skip-unpaired', action='store_true',
                         help='list hazy images without a clear partner and leave them out')
+    parser.add_argument('--max-pixels', type=pixel_count, default=DEFAULT_MAX_PIXELS,
+                        help='refuse, before decoding, any image whose header claims more pixels than this '
+                        f'(default {DEFAULT_MAX_PIXELS:_}; 0: no limit)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     args = parser.parse_args(argv)
     if (args.hazy is None) != (args.clear is None):
@@ -45,15 +61,16 @@ def main(argv=None):
     try:
         if args.hazy is None:
             summary = verify_lmdb(os.path.join(args.output, HAZY_DB), os.path.join(args.output, CLEAR_DB),
-                                  workers=args.workers, progress=not args.no_progress)
+                                  workers=args.workers, progress=not args.no_progress, max_pixels=args.max_pixels)
             print(format_summary(summary))
         else:
             prepare_lmdb(args.hazy, args.clear, args.output, dataset=args.dataset, storage=args.storage,
                          pairing=args.pairing, overwrite=args.overwrite, verify=args.verify,
                          skip_unpaired=args.skip_unpaired, workers=args.workers,
-                         compress_level=args.compress_level, progress=not args.no_progress)
+                         compress_level=args.compress_level, progress=not args.no_progress,
+                         max_pixels=args.max_pixels)
     except (OSError, ValueError) as err:
-        # Bad input is reported as one line naming the file, not as a traceback.
+        # Bad input is reported as a message naming every bad file, not as a traceback.
         print(f'error: {err}', file=sys.stderr)
         return 1
     return 0

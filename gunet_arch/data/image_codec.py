@@ -6,6 +6,7 @@ crop is taken: converting a full image to RGB float only to keep a 256x256 patch
 cost more than decoding it.
 """
 import io
+import struct
 
 import cv2
 import numpy as np
@@ -28,19 +29,84 @@ class ImageTooLargeError(ImageDecodeError):
 
 
 def image_dimensions(buf):
-    """(height, width) read from the file header alone, or None when Pillow cannot parse it.
-    Pillow's own decompression-bomb limit is lifted for the look: the caller applies its own."""
+    """(height, width) read from the file header alone, or None when it cannot be parsed.
+    Pillow's own decompression-bomb limit is lifted for the look: the caller applies its own.
+    WebP is read here (Pillow's WebP reader allocates the whole canvas to open a file), and so
+    are TIFFs that Pillow cannot open (3-channel float, for one), from their first IFD."""
     from PIL import Image
 
+    webp = _webp_dimensions(buf)
+    if webp:
+        return webp
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
         with Image.open(io.BytesIO(buf)) as im:
             width, height = im.size
         return height, width
     except Exception:  # noqa: BLE001 - not parsable here; the decoder has the last word
-        return None
+        return _tiff_dimensions(buf)
     finally:
         Image.MAX_IMAGE_PIXELS = limit
+
+
+def _webp_dimensions(buf):
+    """(height, width) of a WebP from its first chunk (VP8X canvas, VP8L or VP8 frame), or None."""
+    if len(buf) < 30 or bytes(buf[:4]) != b'RIFF' or bytes(buf[8:12]) != b'WEBP':
+        return None
+    kind, data = bytes(buf[12:16]), bytes(buf[20:30])
+    if kind == b'VP8X':
+        return 1 + int.from_bytes(data[7:10], 'little'), 1 + int.from_bytes(data[4:7], 'little')
+    if kind == b'VP8L' and data[0] == 0x2f:
+        bits = int.from_bytes(data[1:5], 'little')
+        return 1 + (bits >> 14 & 0x3fff), 1 + (bits & 0x3fff)
+    if kind == b'VP8 ' and data[3:6] == b'\x9d\x01\x2a':
+        return int.from_bytes(data[8:10], 'little') & 0x3fff, int.from_bytes(data[6:8], 'little') & 0x3fff
+    return None
+
+
+def _tiff_dimensions(buf):
+    """(height, width) from the ImageLength/ImageWidth tags of a (Big)TIFF's first IFD, or None."""
+    order = {b'II': '<', b'MM': '>'}.get(bytes(buf[:2]))
+    if order is None or len(buf) < 16:
+        return None
+    try:
+        version = struct.unpack_from(order + 'H', buf, 2)[0]
+        if version not in (42, 43):
+            return None
+        # Classic TIFF: 4-byte offsets, 12-byte entries (value at +8); BigTIFF: 8, 20 (value at +12).
+        big = version == 43
+        ifd = struct.unpack_from(order + ('Q' if big else 'I'), buf, 8 if big else 4)[0]
+        count = struct.unpack_from(order + ('Q' if big else 'H'), buf, ifd)[0]
+        start, entry_size, value_at = ifd + (8 if big else 2), (20 if big else 12), (12 if big else 8)
+        value_fmt, dims = {3: 'H', 4: 'I', 16: 'Q'}, {}
+        for k in range(min(count, 4096)):
+            entry = start + k * entry_size
+            tag, kind = struct.unpack_from(order + 'HH', buf, entry)
+            if tag in (256, 257) and kind in value_fmt:
+                dims[tag] = struct.unpack_from(order + value_fmt[kind], buf, entry + value_at)[0]
+        return (dims[257], dims[256]) if len(dims) == 2 else None
+    except struct.error:  # offsets past the end: a truncated file
+        return None
+
+
+def pixel_limit_error(name, height, width, max_pixels=DEFAULT_MAX_PIXELS, option='--max-pixels'):
+    """The ImageTooLargeError for an image of ``height`` x ``width`` pixels (to raise)."""
+    return ImageTooLargeError(
+        f'{name}: {width}x{height} pixels ({height * width / 1e6:.1f} megapixels) is over the limit of '
+        f'{max_pixels / 1e6:g} megapixels; refused before decoding ({option} raises the limit)')
+
+
+def _webp_dimensions(buf):
+    """(height, width) from a WebP file's first chunk (VP8X canvas, VP8 or VP8L frame header)."""
+    chunk = buf[12:16]
+    if chunk == b'VP8X' and len(buf) >= 30:
+        return int.from_bytes(buf[27:30], 'little') + 1, int.from_bytes(buf[24:27], 'little') + 1
+    if chunk == b'VP8 ' and len(buf) >= 30 and buf[23:26] == b'\x9d\x01\x2a':
+        return int.from_bytes(buf[28:30], 'little') & 0x3FFF, int.from_bytes(buf[26:28], 'little') & 0x3FFF
+    if chunk == b'VP8L' and len(buf) >= 25 and buf[20] == 0x2F:
+        bits = int.from_bytes(buf[21:25], 'little')
+        return ((bits >> 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
+    return None
 
 
 def check_pixel_limit(buf, name, max_pixels=DEFAULT_MAX_PIXELS, option='--max-pixels'):
@@ -48,9 +114,7 @@ def check_pixel_limit(buf, name, max_pixels=DEFAULT_MAX_PIXELS, option='--max-pi
     ``max_pixels`` pixels: a small file can claim gigapixels (a decompression bomb)."""
     dims = image_dimensions(buf) if max_pixels else None
     if dims and dims[0] * dims[1] > max_pixels:
-        raise ImageTooLargeError(
-            f'{name}: {dims[1]}x{dims[0]} pixels ({dims[0] * dims[1] / 1e6:.1f} megapixels) is over the limit of '
-            f'{max_pixels / 1e6:g} megapixels; refused before decoding ({option} raises the limit)')
+        raise pixel_limit_error(name, dims[0], dims[1], max_pixels, option)
     return dims
 
 
@@ -133,3 +197,41 @@ def centre_crop(img, height, width):
     top, left = (img.shape[0] - height) // 2, (img.shape[1] - width) // 2
     return img[top:top + height, left:left + width, ...]
 
+
+# File signatures of the formats OpenCV decodes that the datasets meet. The content decides what a
+# file is, not its name: a PNG saved as .jpg is a PNG.
+_SIGNATURES = ((b'\x89PNG\r\n\x1a\n', 'PNG'), (b'\xff\xd8\xff', 'JPEG'), (b'II*\x00', 'TIFF'), (b'MM\x00*', 'TIFF'),
+               (b'II+\x00', 'TIFF'), (b'MM\x00+', 'TIFF'), (b'BM', 'BMP'), (b'GIF87a', 'GIF'), (b'GIF89a', 'GIF'))
+# The formats of IMAGE_EXTENSIONS: what the datasets and prepare_lmdb take.
+TRAINING_FORMATS = ('PNG', 'JPEG', 'BMP', 'TIFF', 'WEBP')
+# Formats OpenCV would decode that are refused as training images, and why.
+REFUSED_FORMATS = {'GIF': 'a GIF image: GIF keeps at most 256 colours a frame, too few for haze gradients, so it is '
+                          'not used for training (convert it to PNG)'}
+
+
+def image_format(buf):
+    """'PNG', 'JPEG', 'TIFF', 'WEBP', 'BMP' or 'GIF' from the first bytes of a file, else None."""
+    head = bytes(buf[:12])
+    if head[:4] == b'RIFF' and head[8:12] == b'WEBP':
+        return 'WEBP'
+    for signature, name in _SIGNATURES:
+        if head.startswith(signature):
+            return name
+    return None
+
+
+def decode_training_image(buf, name, max_pixels=DEFAULT_MAX_PIXELS, option='max_pixels'):
+    """:func:`decode_image` for files from outside: only the formats of ``TRAINING_FORMATS``,
+    recognised by their content, and only with a header that can be read, so that the pixel
+    limit (``max_pixels``; 0 for none) always applies before anything is decoded."""
+    if not buf:
+        raise ImageDecodeError(f'Empty image file: {name}')
+    kind = image_format(buf)
+    if kind in REFUSED_FORMATS:
+        raise ImageDecodeError(f'{name}: {REFUSED_FORMATS[kind]}')
+    if kind not in TRAINING_FORMATS:
+        raise ImageDecodeError(f'{name}: not an image file (its content is no PNG, JPEG, BMP, TIFF or WebP '
+                               f'whatever its name says; it starts with {bytes(buf[:8])!r})')
+    if max_pixels and check_pixel_limit(buf, name, max_pixels, option) is None:
+        raise ImageDecodeError(f'Unreadable or truncated image file (its {kind} header cannot be read): {name}')
+    return decode_image(buf, name, 0)

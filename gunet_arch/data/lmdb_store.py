@@ -16,6 +16,11 @@ so BasicSR's ``FileClient`` LMDB backend reads every entry. On top of that:
 - ``storage: auto`` (the default) is PNG except for JPEG files, which keep their downloaded bytes
   (meta lines ``KEY.jpg (h,w,c) source``): re-encoding a JPEG losslessly as PNG makes it several
   times larger and slower to decode, and adds nothing. BasicSR's readers decode these too.
+- ``checksums.txt`` in each database holds the checksum of every stored value (``KEY<TAB>crc``), and
+  the marker the checksum of the small files (meta_info.txt, checksums.txt, pairs.txt): every read
+  verifies its record, so a damaged database is an error naming the record, never silently
+  different pixels. Neither BasicSR's ``FileClient`` nor its meta_info reader looks at them.
+  Databases of earlier versions of this package have no checksums and are read unverified.
 
 A pair of databases without markers (BasicSR's own LMDBs) is read as BasicSR pairs them: the same
 key in both.
@@ -26,9 +31,10 @@ from collections import namedtuple
 
 import lmdb
 import numpy as np
+import xxhash
 
 from ..atomic import atomic_write_bytes
-from .image_codec import ImageDecodeError, decode_image
+from .image_codec import ImageDecodeError, decode_image, image_dimensions
 
 HAZY_DB = 'hazy.lmdb'
 CLEAR_DB = 'clear.lmdb'
@@ -36,16 +42,71 @@ META_FILE = 'meta_info.txt'
 PAIRS_FILE = 'pairs.txt'
 MARKER_FILE = 'gunet_lmdb.json'
 MARKER_FORMAT = 'gunet-paired-lmdb'
+CHECKSUMS_FILE = 'checksums.txt'
+CHECKSUM = 'xxh3_64'
 STORAGE_FORMATS = ('auto', 'png', 'raw')
 
-# One stored image: its LMDB key, the name it is reported under, its (h, w, c) and how to decode.
-Entry = namedtuple('Entry', ['key', 'name', 'shape', 'storage', 'dtype'])
+# One stored image: its LMDB key, the name it is reported under, its (h, w, c), how to decode it,
+# and the checksum of its stored bytes (None: a database without checksums).
+Entry = namedtuple('Entry', ['key', 'name', 'shape', 'storage', 'dtype', 'crc'], defaults=(None,))
 # One training/validation pair read from a prepared set.
 LmdbPair = namedtuple('LmdbPair', ['hazy', 'clear'])
 
 
 class LmdbFormatError(ValueError):
     """A database that is missing, incomplete, or does not match its meta_info.txt."""
+
+
+class CorruptRecordError(LmdbFormatError, ImageDecodeError):
+    """A stored record whose bytes fail their checksum or do not decode to the recorded shape."""
+
+
+def record_checksum(value):
+    # xxHash's XXH3 (64 bits): 6.5 GB/s where zlib's checksum managed 1.1 GB/s on the same core.
+    # checksum cost about half the loading time of a raw record, which does no decoding
+    # (scripts/benchmark_data.py); any 64-bit hash finds a damaged record all the same.
+    return xxhash.xxh3_64_intdigest(value)
+
+
+def file_checksums(db_path, names):
+    """checksum of the small files of a database, as the marker records them."""
+    sums = {}
+    for name in names:
+        with open(os.path.join(db_path, name), 'rb') as f:
+            sums[name] = record_checksum(f.read())
+    return sums
+
+
+def _check_files(db_path, marker):
+    for name, expected in sorted(marker.get('files', {}).items()):
+        try:
+            actual = file_checksums(db_path, [name])[name]
+        except OSError as err:
+            raise LmdbFormatError(f'{db_path}/{name} is unreadable: {err}') from err
+        if actual != expected:
+            raise LmdbFormatError(f'{db_path}/{name} is damaged: its {CHECKSUM} is {actual:08x}, the completion marker '
+                                  f'records {expected:08x}; copy the database again or prepare it again')
+
+
+def read_checksums(db_path, entries):
+    """``entries`` with the crc of each from ``db_path/checksums.txt``; every entry must have one."""
+    path = os.path.join(db_path, CHECKSUMS_FILE)
+    sums = {}
+    try:
+        with open(path, encoding='utf-8') as f:
+            for number, line in enumerate(f, 1):
+                key, _, crc = line.rstrip('\n').rpartition('\t')
+                try:
+                    sums[key] = int(crc, 16)
+                except ValueError:
+                    raise LmdbFormatError(f'{path}:{number}: malformed line {line!r} (expected "KEY<TAB>checksum")') \
+                        from None
+    except OSError as err:
+        raise LmdbFormatError(f'{db_path} records checksums but {CHECKSUMS_FILE} is unreadable: {err}') from err
+    lost = [key for key in entries if key not in sums]
+    if lost:
+        raise LmdbFormatError(_report(lost, f'keys of {db_path}/{META_FILE} have no checksum in {CHECKSUMS_FILE}'))
+    return {key: entry._replace(crc=sums[key]) for key, entry in entries.items()}
 
 
 def read_marker(db_path):
@@ -146,7 +207,18 @@ def readonly_env(db_path):
         return cached[1]
     if cached is not None:
         cached[1].close()
-    env = lmdb.open(db_path, readonly=True, lock=False, readahead=False, subdir=True)
+    # Read-only and without a lock file: opens on read-only storage, and with lock.mdb deleted.
+    try:
+        env = lmdb.open(db_path, readonly=True, lock=False, readahead=False, subdir=True)
+        # A data.mdb shorter than its last page (a copy cut short) is mapped all the same, and
+        # reading past its end kills the process with SIGBUS: refuse it while that is still safe.
+        needed = (env.info()['last_pgno'] + 1) * env.stat()['psize']
+    except lmdb.Error as err:
+        raise LmdbFormatError(f'Cannot open the LMDB {db_path}: {err}') from err
+    if st.st_size < needed:
+        env.close()
+        raise LmdbFormatError(f'{db_path}/data.mdb is truncated: {st.st_size:,} bytes, but its pages end at byte '
+                              f'{needed:,} (a copy cut short?); copy it again or prepare the set again')
     _ENVS[key] = (os.getpid(), env)
     return env
 
@@ -164,30 +236,37 @@ def close_env(db_path):
 
 def read_value(db_path, key):
     """Bytes stored under ``key``, or None."""
-    with readonly_env(db_path).begin(write=False) as txn:
-        return txn.get(key.encode('ascii'))
+    try:
+        with readonly_env(db_path).begin(write=False) as txn:
+            return txn.get(key.encode('ascii'))
+    except lmdb.Error as err:
+        raise CorruptRecordError(f'{db_path} key {key!r} cannot be read: {err}') from err
 
 
 def missing_keys(db_path, keys):
     """Keys listed in meta_info that the database itself does not hold."""
-    with readonly_env(db_path).begin(write=False) as txn:
-        stored = set(txn.cursor().iternext(keys=True, values=False))
+    try:
+        with readonly_env(db_path).begin(write=False) as txn:
+            stored = set(txn.cursor().iternext(keys=True, values=False))
+    except lmdb.Error as err:
+        raise LmdbFormatError(f'The LMDB {db_path} is damaged: {err}') from err
     return [k for k in keys if k.encode('ascii') not in stored]
 
 
 def _check_complete(hazy_db, clear_db):
-    """Storage of each database; refuses a pair that is not the output of one finished run."""
+    """(hazy marker, clear marker) or (None, None) for BasicSR's databases; refuses a pair that is not
+    the output of one finished run."""
     for path in (hazy_db, clear_db):
         if not os.path.isdir(path):
             raise LmdbFormatError(f'LMDB folder does not exist: {path}')
     hazy_marker, clear_marker = read_marker(hazy_db), read_marker(clear_db)
     if hazy_marker is None and clear_marker is None:
-        return None, 'png', 'png'
+        return None, None
     if hazy_marker is None or clear_marker is None or hazy_marker.get('run_id') != clear_marker.get('run_id'):
         raise LmdbFormatError(f'{hazy_db} and {clear_db} do not come from one complete run of '
                               'scripts/prepare_lmdb.py (interrupted, or databases of different runs); '
                               'run it again to finish the job')
-    return hazy_marker, hazy_marker.get('storage', 'png'), clear_marker.get('storage', 'png')
+    return hazy_marker, clear_marker
 
 
 def _report(problems, what):
@@ -195,15 +274,28 @@ def _report(problems, what):
     return f'{len(problems)} {what}: {shown}'
 
 
-def open_pairs(hazy_db, clear_db, check_stored=True):
+def _read_entries(db_path, marker, log):
+    entries = read_meta_info(db_path, (marker or {}).get('storage', 'png'))
+    if marker is not None:
+        _check_files(db_path, marker)
+    if marker is not None and marker.get('checksum') == CHECKSUM:
+        return read_checksums(db_path, entries)
+    if log is not None:
+        log(f'{db_path} has no record checksums (written by BasicSR or by an earlier version of '
+            'scripts/prepare_lmdb.py): its records are read without verification; prepare it again to add them')
+    return entries
+
+
+def open_pairs(hazy_db, clear_db, check_stored=True, log=None):
     """Every (hazy, clear) pair of a prepared set, as ``LmdbPair`` of two ``Entry``.
 
     Prepared sets are paired through ``pairs.txt``; BasicSR's LMDBs (no markers) through identical
-    keys. Keys that meta_info lists but the database lacks are an error naming them.
+    keys. Keys that meta_info lists but the database lacks are an error naming them. Entries carry
+    their checksums where the database has them; ``log`` is told when it has none.
     """
-    marker, hazy_storage, clear_storage = _check_complete(hazy_db, clear_db)
-    hazy_entries = read_meta_info(hazy_db, hazy_storage)
-    clear_entries = read_meta_info(clear_db, clear_storage)
+    marker, clear_marker = _check_complete(hazy_db, clear_db)
+    hazy_entries = _read_entries(hazy_db, marker, log)
+    clear_entries = _read_entries(clear_db, clear_marker, log)
     if marker is None:
         names = [(e.name, e.name) for e in hazy_entries.values()]
     else:
@@ -230,16 +322,40 @@ def open_pairs(hazy_db, clear_db, check_stored=True):
     return pairs
 
 
+def limit_problems(db_path, entries, max_pixels, option='max_pixels'):
+    """Entries whose recorded size is over ``max_pixels`` (0: no limit), as messages."""
+    return [f'{db_path} key {e.key!r} (from {e.name}) is {e.shape[1]}x{e.shape[0]} pixels, over the limit of '
+            f'{max_pixels / 1e6:g} megapixels ({option} raises it)'
+            for e in entries if max_pixels and e.shape[0] * e.shape[1] > max_pixels]
+
+
 def decode_entry(value, entry, db_path):
-    """Pixels of one stored entry, in OpenCV channel order."""
-    where = f'{db_path} key {entry.key!r}'
+    """Pixels of one stored entry, in OpenCV channel order, after checking its checksum, and its
+    size against meta_info before decoding (meta_info sizes are what the pixel limit was checked
+    on), so that a damaged or doctored record is an error naming it, never different pixels."""
+    where = f'{db_path} key {entry.key!r} (from {entry.name})'
     if value is None:
         raise LmdbFormatError(f'Key {entry.key!r} is listed in {db_path}/{META_FILE} but missing from the database')
+    if entry.crc is not None:
+        crc = record_checksum(value)
+        if crc != entry.crc:
+            raise CorruptRecordError(f'Corrupt record: {where} fails its {CHECKSUM} check (recorded {entry.crc:08x}, '
+                                     f'read {crc:08x}); the database is damaged: copy it again or prepare it again')
+    height, width = entry.shape[:2]
     if entry.storage == 'raw':
         dtype = np.dtype(entry.dtype)
         expected = int(np.prod(entry.shape)) * dtype.itemsize
         if len(value) != expected:
-            raise ImageDecodeError(f'Raw entry of {len(value)} bytes, expected {expected} for shape '
-                                   f'{entry.shape}: {where}')
+            raise CorruptRecordError(f'Raw entry of {len(value)} bytes, expected {expected} for shape '
+                                     f'{entry.shape}: {where}')
         return np.frombuffer(value, dtype).reshape(entry.shape)
-    return decode_image(value, where)
+    dims = image_dimensions(value)
+    if dims != (height, width):
+        said = 'an unreadable size' if dims is None else f'{dims[1]}x{dims[0]}'
+        raise CorruptRecordError(f'{where}: the stored image header says {said} but {META_FILE} records '
+                                 f'{width}x{height}; refused before decoding')
+    img = decode_image(value, where, 0)  # the size is known to be the recorded one
+    if img.shape[:2] != (height, width):
+        raise CorruptRecordError(f'{where} decodes to {img.shape[1]}x{img.shape[0]} but {META_FILE} records '
+                                 f'{width}x{height}')
+    return img

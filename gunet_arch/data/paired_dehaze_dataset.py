@@ -7,9 +7,9 @@ from basicsr.utils import FileClient, get_root_logger, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
-from .image_codec import centre_crop, decode_image, to_bgr, to_rgb_float
-from .lmdb_store import decode_entry, open_pairs, read_value
-from .pairing import PairSizeError, pair_folders, pair_size_problem
+from .image_codec import DEFAULT_MAX_PIXELS, centre_crop, decode_training_image, to_bgr, to_rgb_float
+from .lmdb_store import LmdbFormatError, decode_entry, limit_problems, open_pairs, read_value
+from .pairing import PairingError, PairSizeError, pair_folders, pair_size_problem, printable, refused_images
 
 
 def edge_decay_start(size, crop, edge_decay):
@@ -38,10 +38,17 @@ class PairedDehazeDataset(data.Dataset):
         use_hflip, use_rot (bool): BasicSR's flip / rotation augmentation, same on both images.
         edge_decay (float): probability weight for snapping training crops to a border. Default 0.
         val_crop_size (int | None): centre crop outside training; None keeps the full image.
+        max_pixels (int): images larger than this many pixels are refused before they are decoded
+            (files: from their header; LMDBs: from meta_info, when the dataset is created). 0 for
+            no limit. Default: 300 megapixels.
 
     A clear image larger than its hazy image in both dimensions (SOTS-indoor) is centre-cropped
     to the hazy size. Items: ``lq``, ``gt`` (float32 RGB CHW in [0, 1]), ``lq_path``, ``gt_path``
     (file paths; for LMDBs the names of the files the entries were made from).
+
+    Images are untrusted input: files are recognised by content (PNG, JPEG, BMP, TIFF, WebP) and
+    used as stored (no EXIF rotation); LMDB records are checked against their checksums on every
+    read. A sample that fails any check raises an error naming it: it is never replaced by another.
     """
 
     def __init__(self, opt):
@@ -56,10 +63,16 @@ class PairedDehazeDataset(data.Dataset):
         self.val_crop_size = opt.get('val_crop_size')
         if self.phase == 'train' and not self.gt_size:
             raise ValueError("PairedDehazeDataset: 'gt_size' is required for phase 'train'")
+        self.max_pixels = opt.get('max_pixels')
+        self.max_pixels = DEFAULT_MAX_PIXELS if self.max_pixels is None else self.max_pixels
+        if isinstance(self.max_pixels, bool) or not isinstance(self.max_pixels, int) or self.max_pixels < 0:
+            raise ValueError(f'PairedDehazeDataset: max_pixels must be a whole number of pixels (0: no limit), '
+                             f'got {self.max_pixels!r}')
         self.file_client = None
 
         if self.backend == 'lmdb':
-            self.lmdb_pairs = open_pairs(self.lq_root, self.gt_root)
+            self.lmdb_pairs = open_pairs(self.lq_root, self.gt_root,
+                                         log=lambda message: get_root_logger().warning(message))
             self._check_lmdb_sizes()
             self.paths = [(p.hazy.name, p.clear.name) for p in self.lmdb_pairs]
         elif self.backend == 'disk':
@@ -67,6 +80,9 @@ class PairedDehazeDataset(data.Dataset):
                 if isinstance(root, str) and os.path.isfile(os.path.join(root, 'data.mdb')):
                     raise ValueError(f'{root} is an LMDB; read it with io_backend: {{type: lmdb}}')
             logger = get_root_logger()
+            refused = refused_images(self.lq_root) + refused_images(self.gt_root)
+            if refused:
+                raise PairingError(f'{len(refused)} image files are refused:\n  ' + '\n  '.join(refused))
             pairs, _ = pair_folders(self.lq_root, self.gt_root, opt.get('pairing'),
                                     skip_unpaired=opt.get('skip_unpaired', False), log=logger.warning)
             self.paths = [(p.hazy_path, p.clear_path) for p in pairs]
@@ -75,6 +91,11 @@ class PairedDehazeDataset(data.Dataset):
 
     def _check_lmdb_sizes(self):
         """meta_info records every size, so size problems surface here rather than mid-training."""
+        entries = {(self.lq_root, p.hazy.key): p.hazy for p in self.lmdb_pairs}
+        entries.update({(self.gt_root, p.clear.key): p.clear for p in self.lmdb_pairs})
+        too_large = [m for (db, _), e in entries.items() for m in limit_problems(db, [e], self.max_pixels)]
+        if too_large:
+            raise LmdbFormatError(f'{len(too_large)} images are refused before decoding: ' + '; '.join(too_large[:5]))
         problems = []
         for p in self.lmdb_pairs:
             hazy, clear = f'{self.lq_root}:{p.hazy.name}', f'{self.gt_root}:{p.clear.name}'
@@ -82,7 +103,7 @@ class PairedDehazeDataset(data.Dataset):
             if problem is None:
                 problem = self._too_small(hazy, p.hazy.shape[:2])
             if problem:
-                problems.append(problem)
+                problems.append(f'{problem} [keys {p.hazy.key!r} and {p.clear.key!r}]')
         if problems:
             raise PairSizeError(f'{len(problems)} problem pairs; first: ' + '; '.join(problems[:5]))
 
@@ -106,8 +127,8 @@ class PairedDehazeDataset(data.Dataset):
         if self.file_client is None:
             self.file_client = FileClient('disk', **self.io_backend_opt)
         lq_path, gt_path = self.paths[index]
-        return (decode_image(self.file_client.get(lq_path), lq_path),
-                decode_image(self.file_client.get(gt_path), gt_path))
+        return (decode_training_image(self.file_client.get(lq_path), printable(lq_path), self.max_pixels),
+                decode_training_image(self.file_client.get(gt_path), printable(gt_path), self.max_pixels))
 
     def __getitem__(self, index):
         lq_path, gt_path = self.paths[index]

@@ -15,9 +15,11 @@ Hazy names hold dots inside (``0.90179``), so a name is only ever split at its *
 import os
 from collections import namedtuple
 
-from .image_codec import IMAGE_EXTENSIONS, is_image_file
+from .image_codec import IMAGE_EXTENSIONS, REFUSED_FORMATS, is_image_file
 
 PAIRING_RULES = ('prefix', 'same_name')
+# Image files that are in no pairing but must not be passed over in silence either.
+REFUSED_EXTENSIONS = {'.gif': 'GIF'}
 # How many offending names an error message spells out before it only counts the rest.
 _LISTED = 20
 
@@ -37,9 +39,29 @@ def pair_size_problem(hazy_name, hazy_hw, clear_name, clear_hw):
     centre-crop as SOTS-indoor needs), else the error message naming both files and sizes."""
     if hazy_hw == clear_hw or (clear_hw[0] > hazy_hw[0] and clear_hw[1] > hazy_hw[1]):
         return None
-    return (f'Size mismatch: hazy {hazy_name} is {hazy_hw[0]}x{hazy_hw[1]} (HxW) but clear {clear_name} '
-            f'is {clear_hw[0]}x{clear_hw[1]}; the clear image must be the same size or larger in both '
-            'dimensions')
+    return (f'Size mismatch: hazy {printable(hazy_name)} is {hazy_hw[0]}x{hazy_hw[1]} (HxW) but clear '
+            f'{printable(clear_name)} is {clear_hw[0]}x{clear_hw[1]}; the clear image must be the same size or '
+            'larger in both dimensions')
+
+
+def printable(name):
+    """A file name as it can be printed: bytes that are not UTF-8 (Linux keeps names as bytes) are
+    shown as \\x escapes instead of making a log line or an error message fail."""
+    return os.fsencode(name).decode('utf-8', 'backslashreplace')
+
+
+def refused_images(folders):
+    """Messages for the image files in ``folders`` of a format that is never used for training."""
+    if isinstance(folders, (str, os.PathLike)):
+        folders = [folders]
+    found = []
+    for folder in folders:
+        if os.path.isdir(folder):
+            for name in sorted(os.listdir(folder)):
+                kind = REFUSED_EXTENSIONS.get(os.path.splitext(name)[1].lower())
+                if kind and not name.startswith('.') and os.path.isfile(os.path.join(folder, name)):
+                    found.append(f'{printable(os.path.join(folder, name))}: {REFUSED_FORMATS[kind]}')
+    return found
 
 
 def stem(name):
@@ -69,7 +91,8 @@ def list_image_paths(folders):
         for name in list_images(folder):
             path = os.path.join(folder, name)
             if name in paths:
-                raise PairingError(f'The same image name is in two folders: {paths[name]} and {path}')
+                raise PairingError(f'The same image name is in two folders: {printable(paths[name])} and '
+                               f'{printable(path)}')
             paths[name] = path
     return dict(sorted(paths.items()))
 
@@ -91,8 +114,8 @@ def _index_by_stem(clear_paths):
     for name, path in clear_paths.items():
         key = stem(name)
         if key in by_stem:
-            raise PairingError(f'Two clear images share the name {key!r}: {by_stem[key]} and {path}; '
-                               'keep one of them')
+            raise PairingError(f'Two clear images share the name {printable(key)!r}: {printable(by_stem[key])} '
+                               f'and {printable(path)}; keep one of them')
         by_stem[key] = path
     return by_stem
 
@@ -110,7 +133,7 @@ def _folders(folders):
 
 
 def _describe(names):
-    shown = ', '.join(names[:_LISTED])
+    shown = ', '.join(printable(n) for n in names[:_LISTED])
     more = f' ... and {len(names) - _LISTED} more' if len(names) > _LISTED else ''
     return shown + more
 
