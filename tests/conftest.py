@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny ITS-style set (hazy/<id>_<k>_<beta>.png, clear/<id>.png) and tiny
 option dicts, so model and training tests run in seconds on a CPU."""
 import copy
+import importlib.util
 import os
 import sys
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from torch import nn
 
 import gunet_arch  # noqa: F401  (first: it makes basicsr 1.4.2 importable with current torchvision)
 
@@ -120,3 +122,56 @@ def run_env():
     env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
     env['OMP_NUM_THREADS'] = '1'
     return env
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'cuda: needs a CUDA device (deselect with -m "not cuda")')
+
+
+# Running variances down to 1e-5, the size of BatchNorm's eps: there eps changes a channel's scale
+# by up to 30%, so a BatchNorm folded (deploy, ONNX) without eps or with another one moves the
+# output by well over 1e-6, while a correct fold agrees to float32 rounding (~1e-7).
+EPS_SENSITIVE_VAR = (1e-5, 0.3)
+
+
+def randomise_batch_norms(*nets, seed=0, var_range=(1e-3, 1.0)):
+    """Give every BatchNorm2d of ``nets`` the same random running statistics and affine
+    parameters (matched by module name), as a trained network has: with the defaults (mean 0,
+    variance 1, weight 1, bias 0) an eval-mode BatchNorm is nearly the identity, and a wrong
+    fold, a wrong eps or a missing normalisation would go unnoticed. A small ``var_range`` makes
+    the result depend on eps."""
+    g = torch.Generator().manual_seed(seed)
+    lo, hi = var_range
+    with torch.no_grad():
+        for name, bn in nets[0].named_modules():
+            if not isinstance(bn, nn.BatchNorm2d):
+                continue
+            n = bn.num_features
+            values = {'running_mean': torch.randn(n, generator=g) * 0.5,
+                      'running_var': torch.rand(n, generator=g) * (hi - lo) + lo,
+                      'weight': torch.randn(n, generator=g),
+                      'bias': torch.randn(n, generator=g) * 0.3}
+            for net in nets:
+                target = net.get_submodule(name)
+                for key, value in values.items():
+                    getattr(target, key).copy_(value)
+    return nets[0] if len(nets) == 1 else nets
+
+
+def load_script(name):
+    """scripts/<name>.py as a module (its ``main(argv)`` runs in-process: no interpreter start)."""
+    path = os.path.join(ROOT, 'scripts', f'{name}.py')
+    spec = importlib.util.spec_from_file_location(f'gunet_script_{name}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A skipped test fails the run: everything the tests need is installed by the Makefile, so
+    a skip can only hide a broken install. CUDA tests are deselected (-m 'not cuda'), not skipped."""
+    reporter = session.config.pluginmanager.get_plugin('terminalreporter')
+    skipped = reporter.stats.get('skipped', []) if reporter is not None else []
+    if skipped and session.exitstatus == 0:
+        reporter.write_line(f'{len(skipped)} test(s) skipped: a skip fails this suite (see -rs above)', red=True)
+        session.exitstatus = 1

@@ -1,17 +1,18 @@
 """Official-format checkpoints: loading through BasicSR, conversion, variant detection, errors."""
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
+from conftest import load_script
 
 import gunet_arch  # noqa: F401
 from gunet_arch.archs import GUNet
 from gunet_arch.archs.checkpoints import build_gunet_from_checkpoint, load_gunet_checkpoint
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONVERT = os.path.join(ROOT, 'scripts', 'convert_official_weights.py')
+
+def convert(args, capsys):
+    """scripts/convert_official_weights.py's main, in-process: (exit status, stdout, stderr)."""
+    code = load_script('convert_official_weights').main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 def save_official(net, path):
@@ -42,15 +43,16 @@ def basicsr_load(net, path, param_key):
     return net.eval()
 
 
-def test_official_checkpoint_loads_through_basicsr_and_after_conversion(official_t, tmp_path):
+def test_official_checkpoint_loads_through_basicsr_and_after_conversion(official_t, tmp_path, capsys):
     ref, path = official_t
     x = torch.rand(1, 3, 40, 52)
     with torch.no_grad():
         expected = ref(x)
     direct = basicsr_load(GUNet(variant='t'), path, 'state_dict')
     out = str(tmp_path / 'net_g_gunet_t.pth')
-    res = subprocess.run([sys.executable, CONVERT, '--input', path, '--output', out], capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
+    code, stdout, stderr = convert(['--input', path, '--output', out], capsys)
+    assert code == 0, stderr
+    assert f'parameters written to {out}' in stdout
     assert set(torch.load(out, weights_only=True)) == {'params'}
     converted = basicsr_load(GUNet(variant='t'), out, 'params')
     with torch.no_grad():
@@ -69,23 +71,21 @@ def test_variant_is_detected_and_both_formats_build(official_t, tmp_path):
         assert not net.training and net.variant == 't'
 
 
-def test_wrong_variant_fails_with_key_and_writes_nothing(official_t, tmp_path):
+def test_wrong_variant_fails_with_key_and_writes_nothing(official_t, tmp_path, capsys):
     _, path = official_t
     out = tmp_path / 'out.pth'
-    res = subprocess.run([sys.executable, CONVERT, '--input', path, '--output', str(out), '--variant', 's'],
-                         capture_output=True, text=True)
-    assert res.returncode != 0
-    assert "layers.0.blocks.2" in res.stderr  # first block gUNet-S has and gUNet-T lacks
+    code, _, stderr = convert(['--input', path, '--output', out, '--variant', 's'], capsys)
+    assert code != 0
+    assert "layers.0.blocks.2" in stderr  # first block gUNet-S has and gUNet-T lacks
     assert not out.exists() and not any(tmp_path.iterdir())
 
 
-def test_not_a_gunet_checkpoint(tmp_path):
+def test_not_a_gunet_checkpoint(tmp_path, capsys):
     bad = tmp_path / 'other.pth'
     torch.save({'params': {'conv_first.weight': torch.zeros(64, 3, 3, 3)}}, bad)
     out = tmp_path / 'out.pth'
-    res = subprocess.run([sys.executable, CONVERT, '--input', str(bad), '--output', str(out)],
-                         capture_output=True, text=True)
-    assert res.returncode != 0 and 'not a gUNet checkpoint' in res.stderr and 'inconv.proj.weight' in res.stderr
+    code, _, stderr = convert(['--input', bad, '--output', out], capsys)
+    assert code != 0 and 'not a gUNet checkpoint' in stderr and 'inconv.proj.weight' in stderr
     assert not out.exists()
     garbage = tmp_path / 'garbage.pth'
     garbage.write_bytes(b'not a checkpoint at all')

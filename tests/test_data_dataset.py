@@ -5,12 +5,25 @@ import random
 import numpy as np
 import pytest
 import torch
-
-import gunet_arch  # noqa: F401  (registers the dataset)
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.utils.registry import DATASET_REGISTRY
-from fixtures_dehaze import (HAZY_HW, MAKERS, ExpectedPair, centre, check_item, check_mixed_formats, clear_pixels,
-                             hazy_from_clear, make_its, make_mixed_formats, make_sots_indoor, to_uint8, write_image)
+from fixtures_dehaze import (
+    HAZY_HW,
+    MAKERS,
+    ExpectedPair,
+    centre,
+    check_item,
+    check_mixed_formats,
+    clear_pixels,
+    hazy_from_clear,
+    make_its,
+    make_mixed_formats,
+    make_sots_indoor,
+    to_uint8,
+    write_image,
+)
+
+import gunet_arch  # noqa: F401  (registers the dataset)
 from gunet_arch.data.image_codec import ImageDecodeError
 from gunet_arch.data.paired_dehaze_dataset import PairedDehazeDataset, edge_decay_start
 from gunet_arch.data.pairing import PairingError

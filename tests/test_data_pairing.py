@@ -2,8 +2,8 @@
 import os
 
 import pytest
-
 from fixtures_dehaze import MAKERS
+
 from gunet_arch.data.pairing import PairingError, clear_stem_of, detect_rule, pair_folders, stem
 
 

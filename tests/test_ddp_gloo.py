@@ -8,7 +8,6 @@ import textwrap
 
 import pytest
 import torch
-
 from conftest import PYTHON, ROOT, run_env, tiny_train_opt, write_option_file
 
 TRAIN = os.path.join(ROOT, 'gunet_arch', 'train.py')

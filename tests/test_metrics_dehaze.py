@@ -1,9 +1,9 @@
 """The paper-protocol metrics against independent computations (numpy PSNR, scikit-image SSIM)."""
 import numpy as np
 import pytest
+from basicsr.metrics import calculate_metric
 from skimage.metrics import structural_similarity
 
-from basicsr.metrics import calculate_metric
 from gunet_arch.metrics import calculate_psnr_dehaze, calculate_ssim_dehaze
 
 

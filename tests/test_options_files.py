@@ -1,18 +1,16 @@
 """Every shipped gUNet option file parses through BasicSR's parse_options and builds its model
 and datasets (data paths swapped for fixtures), and the train files carry the paper's recipe."""
 import glob
-import importlib.util
 import os
 import sys
 
 import pytest
 import torch
 import yaml
-
 from basicsr.data import build_dataset
 from basicsr.models import build_model
 from basicsr.utils.options import ordered_yaml, parse_options
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 RECIPE = {'t': (128, 1.6e-3), 's': (128, 1.6e-3), 'b': (64, 8e-4), 'd': (32, 4e-4)}
 FOLDERS = {'its': ('ITS', 'SOTS-indoor', None), 'ots': ('OTS', 'SOTS-outdoor', 256),
@@ -97,10 +95,7 @@ def test_option_file_builds_model_and_datasets(path, tiny_its, tmp_path, monkeyp
 def test_option_files_are_what_the_generator_writes(tmp_path):
     """The 32 paper-recipe files cannot drift from scripts/make_option_files.py; the demo's two
     say that they are written by hand."""
-    spec = importlib.util.spec_from_file_location('make_option_files', os.path.join(ROOT, 'scripts', 'make_option_files.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(['--out', str(tmp_path)])
+    load_script('make_option_files').main(['--out', str(tmp_path)])
     generated = sorted(os.listdir(tmp_path))
     assert len(generated) == 32
     for name in generated:

@@ -11,12 +11,20 @@ import cv2
 import lmdb
 import numpy as np
 import pytest
-
-import gunet_arch  # noqa: F401
 from basicsr.utils import FileClient, imfrombytes
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
-from fixtures_dehaze import (HAZY_HW, MAKERS, check_item, check_mixed_formats, clear_pixels, make_its,
-                             make_mixed_formats, write_image)
+from fixtures_dehaze import (
+    HAZY_HW,
+    MAKERS,
+    check_item,
+    check_mixed_formats,
+    clear_pixels,
+    make_its,
+    make_mixed_formats,
+    write_image,
+)
+
+import gunet_arch  # noqa: F401
 from gunet_arch.data import lmdb_writer
 from gunet_arch.data.image_codec import ImageDecodeError
 from gunet_arch.data.lmdb_store import LmdbFormatError, read_meta_info
