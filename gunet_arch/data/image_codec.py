@@ -49,21 +49,6 @@ def image_dimensions(buf):
         Image.MAX_IMAGE_PIXELS = limit
 
 
-def _webp_dimensions(buf):
-    """(height, width) of a WebP from its first chunk (VP8X canvas, VP8L or VP8 frame), or None."""
-    if len(buf) < 30 or bytes(buf[:4]) != b'RIFF' or bytes(buf[8:12]) != b'WEBP':
-        return None
-    kind, data = bytes(buf[12:16]), bytes(buf[20:30])
-    if kind == b'VP8X':
-        return 1 + int.from_bytes(data[7:10], 'little'), 1 + int.from_bytes(data[4:7], 'little')
-    if kind == b'VP8L' and data[0] == 0x2f:
-        bits = int.from_bytes(data[1:5], 'little')
-        return 1 + (bits >> 14 & 0x3fff), 1 + (bits & 0x3fff)
-    if kind == b'VP8 ' and data[3:6] == b'\x9d\x01\x2a':
-        return int.from_bytes(data[8:10], 'little') & 0x3fff, int.from_bytes(data[6:8], 'little') & 0x3fff
-    return None
-
-
 def _tiff_dimensions(buf):
     """(height, width) from the ImageLength/ImageWidth tags of a (Big)TIFF's first IFD, or None."""
     order = {b'II': '<', b'MM': '>'}.get(bytes(buf[:2]))

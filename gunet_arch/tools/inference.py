@@ -4,10 +4,15 @@ Images keep what they are: bit depth, gray or colour, alpha (passed through unto
 EXIF orientation is applied. Large images can be processed in overlapping tiles whose outputs
 are blended with weights that fall off towards each tile's edge, so no seam shows. gUNet's SK
 fusions weigh their inputs by statistics pooled over the whole image, which a tile alone does not
-see; tiled inference therefore gathers those statistics over all tiles first (see run_tiled).
+see; tiled inference therefore gathers those statistics over all tiles first (see tiled_forward).
 What remains different is only the context the convolutions see near tile borders.
+
+Files are untrusted input. Sizes are checked on the header before decoding (``max_pixels``);
+the tile size is chosen from a model of peak memory (MemoryModel) so that an image fits
+``--max-memory``; a file that fails is named, skipped and listed, and the run goes on.
 """
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 
@@ -16,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.image_codec import ImageDecodeError, from_float, is_image_file, to_float
-from .image_io import read_image, write_image
+from ..data.image_codec import DEFAULT_MAX_PIXELS, FULL_SCALE, ImageDecodeError
+from .image_io import is_photo_file, read_image, shown, write_image
 
 
 # -- the network ----------------------------------------------------------------------------------
@@ -48,7 +53,7 @@ def load_dehazer(weights, variant=None, device=None, fp16=False, deploy=True):
     return net.to(device=device, dtype=dtype).eval(), device, dtype
 
 
-# -- one image ------------------------------------------------------------------------------------
+# -- tiles ----------------------------------------------------------------------------------------
 def tile_starts(length, tile, overlap):
     """Start offsets of tiles of size ``tile`` covering ``length``, consecutive tiles sharing at
     least ``overlap`` pixels; the last tile ends at the border instead of running past it."""
@@ -83,6 +88,14 @@ def ownership_bounds(starts, tile, length):
     return list(zip(cuts[:-1], cuts[1:]))
 
 
+def tile_layout(height, width, tile, overlap):
+    """``(tile, overlap, rows, cols)`` as tiled_forward uses them: the tile at least 16 px, the
+    overlap at most half a tile, and the start offsets of the tile rows and columns."""
+    tile = max(int(tile), 16)
+    overlap = min(max(int(overlap), 0), tile // 2)
+    return tile, overlap, tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
+
+
 class WholeImagePool(nn.Module):
     """Stands in for an SK fusion's global average pool while tiling. The fusion weighs its two
     inputs by statistics of the whole image; a tile alone would see only its own, which costs
@@ -110,52 +123,107 @@ class WholeImagePool(nn.Module):
         return x.mean((2, 3), keepdim=True)
 
 
+class _PassDone(Exception):
+    """Raised after the fusion whose statistics a pass gathers: the rest of that forward is unused."""
+
+
+def _stop_pass(module, inputs, output):
+    raise _PassDone
+
+
 @torch.no_grad()
-def run_tiled(net, x, tile, overlap):
-    """``net`` on ``x`` in overlapping ``tile`` x ``tile`` pieces, blended together.
+def tiled_forward(net, read_piece, write_rows, height, width, tile, overlap):
+    """``net`` on a ``height`` x ``width`` image in overlapping ``tile`` x ``tile`` pieces,
+    blended together. ``read_piece(top, left, h, w)`` gives a 1 x 3 x h x w [0, 1] tensor of the
+    image; ``write_rows(begin, end, rows)`` receives the finished output rows ``begin:end`` as a
+    1 x 3 x (end - begin) x width float32 tensor, top to bottom, each row once. An image that is
+    one tile runs as it is.
 
     The SK fusions first gather their whole-image statistics tile by tile, deepest fusion first
     (each fusion's input depends on the deeper fusions' weights), then a last pass produces the
     output: one pass more than there are fusions, in exchange for results that stay within a
-    fraction of a decibel of the untiled network."""
-    _, c, h, w = x.shape
-    tile = max(int(tile), 16)
-    overlap = min(max(int(overlap), 0), tile // 2)
-    rows, cols = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
-    row_own, col_own = ownership_bounds(rows, tile, h), ownership_bounds(cols, tile, w)
-    th, tw = min(tile, h), min(tile, w)
+    fraction of a decibel of the untiled network. A statistics pass stops each tile's forward at
+    the fusion it gathers for. The output is blended in a band one tile high: whole-image
+    buffers are only the caller's input and output."""
+    tile, overlap, rows, cols = tile_layout(height, width, tile, overlap)
+    th, tw = min(tile, height), min(tile, width)
+    if len(rows) == len(cols) == 1:
+        write_rows(0, height, run_net(net, read_piece(0, 0, height, width)).float())
+        return
+    row_own, col_own = ownership_bounds(rows, tile, height), ownership_bounds(cols, tile, width)
     fusions = list(getattr(net, 'fusions', []))
     originals = [f.mlp[0] for f in fusions]
     pools = [WholeImagePool(2**i) for i in range(len(fusions))]
-    out = torch.zeros((1, c, h, w), dtype=torch.float32, device=x.device)
-    weight = torch.zeros((1, 1, h, w), dtype=torch.float32, device=x.device)
-    win = (blend_window(th, overlap)[:, None] * blend_window(tw, overlap)[None, :]).to(x.device)
+    hook = None
     try:
         for fusion, pool in zip(fusions, pools):
             fusion.mlp[0] = pool
-        # Pass k fixes the k deepest fusions to whole-image statistics and collects the rest.
-        for fixed in range(len(pools) + 1):
+        # Pass k fixes the k deepest fusions to whole-image statistics and collects the next one.
+        for fixed in range(len(pools)):
             for i, pool in enumerate(pools):
                 deep_rank = len(pools) - 1 - i
                 pool.mode = 'apply' if deep_rank < fixed else 'collect'
                 if pool.mode == 'collect':
                     pool.total, pool.count = None, 0.0
+            hook = fusions[len(pools) - 1 - fixed].register_forward_hook(_stop_pass)
             for top, (r0, r1) in zip(rows, row_own):
                 for left, (c0, c1) in zip(cols, col_own):
-                    piece = x[..., top:top + th, left:left + tw]
-                    if fixed < len(pools):
-                        owned = torch.zeros((1, 1, th, tw), device=x.device)
-                        owned[..., r0 - top:r1 - top, c0 - left:c1 - left] = 1
-                        for pool in pools:
-                            pool.owned = owned
+                    piece = read_piece(top, left, th, tw)
+                    owned = torch.zeros((1, 1, th, tw), device=piece.device)
+                    owned[..., r0 - top:r1 - top, c0 - left:c1 - left] = 1
+                    for pool in pools:
+                        pool.owned = owned
+                    try:
                         net(piece)
-                    else:
-                        out[..., top:top + th, left:left + tw] += run_net(net, piece).float() * win
-                        weight[..., top:top + th, left:left + tw] += win
+                    except _PassDone:
+                        pass
+            hook.remove()
+            hook = None
+        for pool in pools:
+            pool.mode = 'apply'
+        _blend_pass(net, read_piece, write_rows, height, width, rows, cols, th, tw, overlap)
     finally:
+        if hook is not None:
+            hook.remove()
         for fusion, original in zip(fusions, originals):
             fusion.mlp[0] = original
-    return out / weight
+
+
+def _blend_pass(net, read_piece, write_rows, height, width, rows, cols, th, tw, overlap):
+    """The output pass of tiled_forward. Tiles are added, weighted, into a band of the tile rows
+    still open; rows that no later tile touches are divided by their weight and handed over.
+    Each pixel sums the same tiles in the same order as a whole-image accumulator would."""
+    win, band, weight = None, None, None
+    for i, top in enumerate(rows):
+        for left in cols:
+            y = run_net(net, read_piece(top, left, th, tw)).float()
+            if band is None:
+                win = (blend_window(th, overlap)[:, None] * blend_window(tw, overlap)[None, :]).to(y.device)
+                band = torch.zeros((1, 3, th, width), dtype=torch.float32, device=y.device)
+                weight = torch.zeros((1, 1, th, width), dtype=torch.float32, device=y.device)
+            band[..., left:left + tw] += y * win
+            weight[..., left:left + tw] += win
+            del y
+        done = (rows[i + 1] if i + 1 < len(rows) else height) - top
+        write_rows(top, top + done, band[:, :, :done] / weight[:, :, :done])
+        if done < th:  # the rows the next tile row shares move to the top of the band
+            band[:, :, :th - done] = band[:, :, done:].clone()
+            weight[:, :, :th - done] = weight[:, :, done:].clone()
+        band[:, :, th - done:] = 0
+        weight[:, :, th - done:] = 0
+
+
+def run_tiled(net, x, tile, overlap):
+    """tiled_forward on a 1 x 3 x H x W tensor ``x``: the blended float32 result, same size."""
+    _, c, h, w = x.shape
+    out = torch.empty((1, c, h, w), dtype=torch.float32, device=x.device)
+
+    def write_rows(begin, end, rows):
+        out[..., begin:end, :] = rows
+
+    tiled_forward(net, lambda top, left, th, tw: x[..., top:top + th, left:left + tw], write_rows, h, w, tile,
+                  overlap)
+    return out
 
 
 def dehaze_rgb(net, rgb, device, dtype=torch.float32, tile=0, overlap=32):
@@ -168,21 +236,201 @@ def dehaze_rgb(net, rgb, device, dtype=torch.float32, tile=0, overlap=32):
     return y[0].float().cpu().numpy().transpose(1, 2, 0)
 
 
-def dehaze_image(img, dehaze):
-    """Apply ``dehaze`` (float RGB H x W x 3 -> same) to an image as read by ``read_image``:
-    gray is replicated to three channels and averaged back, alpha is passed through untouched,
-    and the result has the input's sample type."""
+# -- one image ------------------------------------------------------------------------------------
+def dehaze_array(net, img, device, dtype=torch.float32, tile=0, overlap=32):
+    """Dehaze an image as ``read_image`` gives it (gray, gray+alpha, BGR or BGRA; uint8, uint16
+    or float32; possibly a strided view): a new array of the same shape and type. Gray is
+    replicated to three channels and averaged back, alpha is copied untouched.
+
+    Only tiles are ever converted to float (and only finished output rows back), so the
+    whole-image buffers are the input and the output in their own sample type. ``tile`` 0 runs
+    the image in one piece."""
+    h, w = img.shape[:2]
     gray = img.ndim == 2 or img.shape[2] == 2
-    alpha = img[..., -1] if (img.ndim == 3 and img.shape[2] in (2, 4)) else None
-    if gray:
-        luma = to_float(img if img.ndim == 2 else img[..., 0])
-        out = from_float(dehaze(np.repeat(luma[..., None], 3, -1)).mean(-1), img.dtype)
-    else:
-        bgr = to_float(img[..., :3])
-        out = from_float(dehaze(bgr[..., ::-1])[..., ::-1], img.dtype)  # the net was trained on RGB
-    if alpha is not None:
-        out = np.dstack([out, alpha])
+    scale = FULL_SCALE.get(img.dtype)  # None: float samples, clipped to [0, 1]
+    out = np.empty(img.shape, img.dtype)
+    if img.ndim == 3 and img.shape[2] in (2, 4):
+        out[..., -1] = img[..., -1]
+
+    def read_piece(top, left, th, tw):
+        piece = img[top:top + th, left:left + tw]
+        if gray:
+            piece = torch.from_numpy(np.ascontiguousarray(piece if piece.ndim == 2 else piece[..., 0])).to(device)
+            piece = piece[None, None].expand(1, 3, th, tw)
+        else:  # the net was trained on RGB
+            piece = torch.from_numpy(np.ascontiguousarray(piece[..., 2::-1])).to(device).permute(2, 0, 1)[None]
+        x = torch.empty((1, 3, th, tw), dtype=torch.float32, device=device).copy_(piece)
+        x = x.div_(scale) if scale else x.clamp_(0, 1)
+        return x.to(dtype)
+
+    def write_rows(begin, end, rows):
+        rows = rows[0].mean(0) if gray else rows[0].permute(1, 2, 0)
+        if scale:
+            rows = rows.clamp(0, 1).mul_(scale).round_().to(torch.uint8 if scale == 255.0 else torch.int32)
+        else:
+            rows = rows.clamp(0, 1)
+        rows = rows.cpu().numpy()
+        if gray:
+            (out[begin:end] if out.ndim == 2 else out[begin:end, :, 0])[...] = rows
+        else:
+            out[begin:end, :, :3] = rows[..., ::-1]
+
+    tiled_forward(net, read_piece, write_rows, h, w, tile or max(h, w), overlap)
     return out
+
+
+# -- memory ---------------------------------------------------------------------------------------
+GIB, MIB = 2**30, 2**20
+# From scripts/benchmark_inference_memory.py: peak resident memory of the deployed network's
+# forward (CPU, float32) and of whole runs of scripts/inference.py, each in a fresh process.
+# Per pixel of the padded network input, per channel of the first stage (24 in every paper
+# variant; depth does not change the peak, gUNet-T and -S measure the same):
+NET_BYTES_PER_PIXEL_CHANNEL = 46.0  # 1,104 B/px at 24 channels; the forward alone measured 674..1,048
+PIECE_BYTES_PER_PIXEL = 40.0  # a tile's float input, its sample-type copy and output conversions
+BAND_BYTES_PER_PIXEL = 56.0  # per pixel of the one-tile-high output band: sums, weights, shift, rows
+ROWS_BYTES_PER_PIXEL = 20.0  # untiled: the output's float -> sample type conversion
+# Kernels compiled for each new tile shape (oneDNN's cache), allocator slack, the encoder's working space:
+FIXED_BYTES = 96 * MIB
+
+
+@dataclass
+class MemoryModel:
+    """Peak memory, beyond what the process holds before an image, of dehazing one image of
+    ``height`` x ``width`` in tiles of ``tile`` px (0: whole), phase by phase: decoding (file
+    bytes + decoded image + a converted copy), the network (input and output arrays, the
+    network's forward on one padded tile, the tile's conversions, the output band) and encoding
+    (output array + encoded file). On CUDA only the network's part is on the GPU."""
+    net_bytes_per_pixel: float
+    pad_multiple: int = 8
+    min_size: int = 24
+    on_gpu: bool = False
+
+    @classmethod
+    def for_network(cls, net, device, dtype=torch.float32):
+        width = getattr(net, 'base_dim', 24)
+        bits = torch.finfo(dtype).bits
+        return cls(NET_BYTES_PER_PIXEL_CHANNEL * width * bits / 32, getattr(net, 'pad_multiple', 8),
+                   getattr(net, 'min_size', 24), torch.device(device).type == 'cuda')
+
+    def _padded(self, n):
+        return max(-(-n // self.pad_multiple) * self.pad_multiple, self.min_size)
+
+    def estimate(self, height, width, channels=3, itemsize=1, file_bytes=0, tile=0, overlap=32):
+        tile, _, rows, cols = tile_layout(height, width, tile or max(height, width), overlap)
+        if len(rows) * len(cols) > 1:
+            th, tw = min(tile, height), min(tile, width)
+            rows = BAND_BYTES_PER_PIXEL * th * width
+        else:
+            th, tw = height, width
+            rows = ROWS_BYTES_PER_PIXEL * height * width
+        network = self.net_bytes_per_pixel * self._padded(th) * self._padded(tw) + PIECE_BYTES_PER_PIXEL * th * tw
+        if self.on_gpu:
+            return FIXED_BYTES + network + rows
+        image = height * width * channels * itemsize
+        decode = file_bytes + 2 * image
+        process = 2 * image + network + rows
+        encode = 2 * image
+        return FIXED_BYTES + max(decode, process, encode)
+
+
+def format_size(n):
+    return f'{n / GIB:.1f} GiB' if n >= GIB else f'{n / MIB:.0f} MiB'
+
+
+_SIZE = re.compile(r'^\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmgt])(?:i?b)?|b)?\s*$', re.IGNORECASE)
+_SHARE = re.compile(r'^\s*(\d+(?:\.\d*)?)\s*%\s*$')
+
+
+def parse_memory(text):
+    """``'1G'``, ``'512M'``, ``'2.5G'``, ``'1GiB'``, ``'800000000'`` (bytes; K/M/G/T are powers of
+    1024) -> bytes (int); ``'50%'`` -> 0.5 (a share of the available memory); ``'0'`` -> 0 (no
+    limit). ValueError otherwise."""
+    share = _SHARE.match(str(text))
+    if share and 0 < float(share.group(1)) <= 100:
+        return float(share.group(1)) / 100
+    size = _SIZE.match(str(text))
+    if not size:
+        raise ValueError(f'{text!r} is not a memory size (e.g. 1G, 512M, 2.5G, 50%)')
+    return int(float(size.group(1)) * 1024**' kmgt'.index((size.group(2) or ' ').lower()))
+
+
+def resident_bytes():
+    """This process's resident memory now (Linux: /proc/self/status; elsewhere its peak)."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmRSS:'):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == 'darwin' else peak * 1024
+
+
+def available_bytes():
+    """Memory the system can still give (Linux: MemAvailable)."""
+    try:
+        with open('/proc/meminfo') as f:
+            for line in f:
+                if line.startswith('MemAvailable:'):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+
+
+DEFAULT_MEMORY_SHARE = 0.5  # the default --max-memory: half of what is available when the run starts
+
+
+@dataclass
+class MemoryBudget:
+    """What ``--max-memory`` allows: ``limit`` bytes for the whole process (CPU: its resident
+    memory; CUDA: the GPU memory it allocates), of which it held ``baseline`` before the first
+    image (interpreter, PyTorch, the network). ``plan`` picks each image's tiling."""
+    limit: int
+    baseline: int
+    model: MemoryModel
+    min_tile: int = 128
+
+    @classmethod
+    def create(cls, net, device, dtype=torch.float32, max_memory=None):
+        """``max_memory``: bytes, a share of the available memory (float <= 1), or None for
+        DEFAULT_MEMORY_SHARE. Call it once the network is loaded: what the process holds then,
+        after one small forward (the first one maps the convolution code and its kernels), is
+        the baseline."""
+        device = torch.device(device)
+        run_net(net, torch.rand(1, 3, 64, 64, device=device, dtype=dtype))
+        if device.type == 'cuda':
+            baseline = torch.cuda.memory_allocated(device)
+            available = torch.cuda.mem_get_info(device)[0]
+        else:
+            baseline, available = resident_bytes(), available_bytes()
+        if max_memory is None:
+            max_memory = DEFAULT_MEMORY_SHARE
+        limit = baseline + int(max_memory * available) if isinstance(max_memory, float) else int(max_memory)
+        return cls(limit, baseline, MemoryModel.for_network(net, device, dtype))
+
+    def plan(self, name, height, width, channels=3, itemsize=1, file_bytes=0, overlap=32):
+        """``(tile, message)``: 0 and None when the whole image fits; otherwise the largest tile
+        (a multiple of the network's padding) whose estimate fits, or the smallest tile when none
+        does, and a line saying so."""
+        def total(tile):
+            return self.baseline + self.model.estimate(height, width, channels, itemsize, file_bytes, tile, overlap)
+
+        untiled = total(0)
+        if not self.limit or untiled <= self.limit:
+            return 0, None
+        step = self.model.pad_multiple
+        smallest = max(self.min_tile, 4 * overlap)
+        head = (f'{name}: {width}x{height}, estimated {format_size(untiled)} untiled > --max-memory '
+                f'{format_size(self.limit)}')
+        for tile in range(max(height, width) // step * step, smallest - 1, -step):
+            if total(tile) <= self.limit:
+                return tile, f'{head}: tiles of {tile} px (estimated {format_size(total(tile))})'
+        return smallest, (f'{head}: even tiles of {smallest} px are estimated at {format_size(total(smallest))} '
+                          f'(the program itself holds {format_size(self.baseline)}); running in tiles of '
+                          f'{smallest} px')
 
 
 # -- files ----------------------------------------------------------------------------------------
@@ -194,12 +442,12 @@ def collect_inputs(input_path, output_dir):
     if os.path.isfile(input_path):
         return [(input_path, os.path.join(output_dir, os.path.basename(input_path)))]
     if not os.path.isdir(input_path):
-        raise FileNotFoundError(f'no such file or folder: {input_path}')
+        raise FileNotFoundError(f'no such file or folder: {shown(input_path)}')
     pairs = []
     for root, dirs, files in os.walk(input_path):
         dirs[:] = sorted(d for d in dirs if os.path.abspath(os.path.join(root, d)) != output_dir)
         for name in sorted(files):
-            if is_image_file(name) and not name.startswith('.'):
+            if is_photo_file(name) and not name.startswith('.'):
                 src = os.path.join(root, name)
                 pairs.append((src, os.path.join(output_dir, os.path.relpath(src, input_path))))
     return pairs
@@ -209,29 +457,96 @@ def _same_file(a, b):
     return os.path.abspath(a) == os.path.abspath(b) or (os.path.exists(b) and os.path.samefile(a, b))
 
 
+# What gunet_arch.atomic names a file while writing it: '.<stem>.<8 random characters>.partial<ext>'.
+_PARTIAL = re.compile(r'^\.(?P<stem>.*)\.[a-z0-9_]{8}\.partial(?P<ext>\.[^.]*)?$')
+
+
+def remove_stale_partials(destinations):
+    """Remove the temporary files that a killed run left beside ``destinations`` (never under
+    their names: those are only ever renamed into place whole). Returns how many."""
+    wanted = {}
+    for dst in destinations:
+        folder, base = os.path.split(os.path.abspath(dst))
+        wanted.setdefault(folder, set()).add(os.path.splitext(base))
+    removed = 0
+    for folder, names in wanted.items():
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            continue
+        for entry in entries:
+            match = _PARTIAL.match(entry)
+            if match and (match['stem'], match['ext'] or '') in names:
+                try:
+                    os.remove(os.path.join(folder, entry))
+                    removed += 1
+                except OSError:
+                    pass
+    return removed
+
+
 @dataclass
 class InferenceReport:
     written: list = field(default_factory=list)
     failed: list = field(default_factory=list)  # (path, reason)
+    skipped: list = field(default_factory=list)  # outputs already there (skip_existing)
+    notes: list = field(default_factory=list)  # (path, note): first frame of an animation, tiling
 
 
-def dehaze_files(pairs, net, device, dtype=torch.float32, tile=0, overlap=32, progress=True):
-    """Dehaze every ``(source, destination)``; a file that fails is reported and skipped."""
+def dehaze_files(pairs, net, device, dtype=torch.float32, tile=0, overlap=32, progress=True, budget=None,
+                 max_pixels=DEFAULT_MAX_PIXELS, skip_existing=False):
+    """Dehaze every ``(source, destination)``; a file that fails is reported and skipped, and the
+    rest go on. ``tile`` > 0 tiles every image larger than it; otherwise ``budget`` (a
+    MemoryBudget) picks each image's tiling, and None runs images whole. More than
+    ``max_pixels`` pixels are refused before decoding. ``skip_existing`` leaves outputs that are
+    already there alone (outputs are only ever complete: see gunet_arch.atomic)."""
     from tqdm import tqdm
 
     report = InferenceReport()
     sources = {os.path.abspath(s) for s, _ in pairs}
+    removed = remove_stale_partials(dst for _, dst in pairs)
     bar = tqdm(pairs, desc='dehazing', unit='img', disable=not progress)
+    if removed:
+        bar.write(f'removed {removed} temporary file(s) left by an interrupted run', file=sys.stderr)
     for src, dst in bar:
         try:
             if os.path.abspath(dst) in sources or _same_file(src, dst):
-                raise ValueError(f'output {dst} would overwrite an input file')
-            img = read_image(src)
-            out = dehaze_image(img, lambda rgb: dehaze_rgb(net, rgb, device, dtype, tile, overlap))
-            write_image(dst, out)
+                raise ValueError(f'output {shown(dst)} would overwrite an input file')
+            if skip_existing and os.path.isfile(dst):
+                report.skipped.append(dst)
+                continue
+            for note in _dehaze_one(src, dst, net, device, dtype, tile, overlap, budget, max_pixels):
+                report.notes.append((src, note))
+                bar.write(note, file=sys.stderr)
             report.written.append(dst)
-        except (ValueError, OSError, RuntimeError) as err:  # ImageDecodeError is a ValueError
-            reason = str(err) if isinstance(err, ImageDecodeError) else f'{src}: {err}'
+        except Exception as err:  # noqa: BLE001 - one bad file must not end a run over thousands
+            if isinstance(err, ImageDecodeError):  # its message names the file
+                reason = str(err)
+            elif isinstance(err, MemoryError) or "can't allocate" in str(err):
+                reason = f'{shown(src)}: out of memory ({err.__class__.__name__}: {err}); lower --max-memory or --tile'
+            elif isinstance(err, (ValueError, OSError, RuntimeError)):
+                reason = f'{shown(src)}: {err}'
+            else:
+                reason = f'{shown(src)}: {err.__class__.__name__}: {err}'
             report.failed.append((src, reason))
             bar.write(f'failed: {reason}', file=sys.stderr)
     return report
+
+
+def _dehaze_one(src, dst, net, device, dtype, tile, overlap, budget, max_pixels):
+    """Read, dehaze and write one image; the notes to show. A function of its own so that the
+    image's buffers are gone when it returns, before the next image is read."""
+    notes = []
+    img, header = read_image(src, max_pixels, contiguous=False, with_header=True)
+    if header.frames > 1:
+        notes.append(f'note: {shown(src)}: an animation of {header.frames} frames; only the first frame is dehazed')
+    if not tile and budget is not None:
+        channels = 1 if img.ndim == 2 else img.shape[2]
+        tile, plan = budget.plan(shown(src), img.shape[0], img.shape[1], channels, img.itemsize,
+                                 os.path.getsize(src), overlap)
+        if plan:
+            notes.append(plan)
+    out = dehaze_array(net, img, device, dtype, tile, overlap)
+    del img  # the input goes before the encoder needs its memory
+    write_image(dst, out)
+    return notes
