@@ -1,5 +1,6 @@
 # make test : create .venv (once), install the project with its extras, lint, run the test suite.
 # make lint : ruff (ruff.toml) over the whole tree.
+# make test-system : the tests marked system (kills, Ctrl-C, locks, peak memory, the demo, clones).
 # make test-gpu : the tests marked cuda, on a machine with CUDA.
 # make test-cluster : the tests marked cluster, on a real one-host Slurm cluster started for them.
 # make test-browser : the tests marked browser (the results gallery in headless Chromium).
@@ -13,7 +14,7 @@ STAMP := $(VENV)/.gunet-installed
 TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
 BASICSR_PKG ?= basicsr==1.4.2
 
-.PHONY: test test-gpu test-cluster test-browser lint demo venv clean-demo
+.PHONY: test test-system test-gpu test-cluster test-browser lint demo venv clean-demo
 
 venv: $(STAMP)
 
@@ -35,14 +36,31 @@ lint: $(STAMP)
 
 # -rs lists every skip, and a skip fails the run (tests/conftest.py): what the Makefile installs
 # is never skipped. CUDA tests are deselected here, not skipped, and run by `make test-gpu`
-# (cluster and browser tests by `make test-cluster` and `make test-browser`).
+# (system, cluster and browser tests by `make test-system`, `make test-cluster` and
+# `make test-browser`, which CI runs after this).
+# One pytest worker per core (pytest-xdist), a test file per worker so module fixtures are built
+# once; tests/conftest.py gives each worker one torch thread.
 test: lint
-	$(PY) -m pytest -q -rs -m 'not cuda and not cluster and not browser' tests
+	$(PY) -m pytest -q -rs -n auto --dist loadfile -m 'not cuda and not cluster and not browser and not system' tests
+
+test-system: $(STAMP)
+	$(PY) -m pytest -q -rs -m system tests
 
 test-gpu: $(STAMP)
 	$(PY) -c "import torch, sys; sys.exit(not torch.cuda.is_available())" \
 		|| { echo 'make test-gpu: no CUDA device here' >&2; exit 1; }
 	$(PY) -m pytest -q -rs -m cuda tests
+
+# The Debian packages named in $(1) that are not installed yet, installed with apt (nothing is
+# downloaded when all are there).
+define apt_install_missing
+	@missing=$$(for p in $(1); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q ' installed$$' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing" $$missing; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+endef
 
 # Debian's Slurm and MUNGE, installed only when missing; scripts/local_slurm.sh runs them as a
 # one-node cluster with all its state in $(SLURM_DIR), and stops it however the tests end.
@@ -50,12 +68,7 @@ SLURM_DEBS ?= slurmctld slurmd slurm-client munge
 SLURM_DIR ?= /tmp/gunet-slurm
 
 test-cluster: $(STAMP)
-	@missing=$$(for p in $(SLURM_DEBS); do \
-		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q ' installed$$' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-		echo "installing" $$missing; \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
-	fi
+	$(call apt_install_missing,$(SLURM_DEBS))
 	export GUNET_SLURM_DIR=$(SLURM_DIR); scripts/local_slurm.sh start && . $(SLURM_DIR)/env \
 		&& $(PY) -m pytest -q -rs -m cluster tests/cluster; status=$$?; scripts/local_slurm.sh stop; exit $$status
 
@@ -64,12 +77,7 @@ test-cluster: $(STAMP)
 BROWSER_DEBS ?= chromium
 
 test-browser: $(STAMP)
-	@missing=$$(for p in $(BROWSER_DEBS); do \
-		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q ' installed$$' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-		echo "installing" $$missing; \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
-	fi
+	$(call apt_install_missing,$(BROWSER_DEBS))
 	$(PY) -c "import playwright.sync_api" 2>/dev/null || $(PY) -m pip install --no-build-isolation -e '.[browser]'
 	$(PY) -m pytest -q -rs -m browser tests/browser
 

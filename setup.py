@@ -26,7 +26,7 @@ setup(
         'xxhash',
     ],
     extras_require={
-        'test': ['pytest', 'scikit-image', 'ruff==0.17.6'],
+        'test': ['pytest', 'pytest-xdist', 'scikit-image', 'ruff==0.17.6'],
         'deploy': ['onnx', 'onnxscript', 'onnxruntime'],
         # The demo hazes the photographs that ship with scikit-image.
         'demo': ['scikit-image'],

@@ -28,6 +28,9 @@ import re
 import shutil
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from gunet_arch.atomic import atomic_path, atomic_write_bytes  # noqa: E402
+
 HOOK_NAME = 'gunet_plugin_model.py'
 MARKER = '# gunet-basicsr plugin hook'
 HOOK_TEXT = f'''{MARKER}: installed by scripts/install_into_basicsr.py of gUNet for BasicSR;
@@ -65,21 +68,28 @@ def check_scans_model_files(package):
 
 
 def _rewrite(path, data):
-    """Replace ``path``'s bytes, keeping its permissions; never leaves a half-written file."""
-    tmp = f'{path}.gunet-tmp'
-    with open(tmp, 'wb') as f:
-        f.write(data)
-    shutil.copymode(path, tmp)
-    os.replace(tmp, path)
+    """Replace ``path``'s bytes safely (gunet_arch.atomic), keeping its permissions."""
+    with atomic_path(path) as tmp:
+        with open(tmp, 'wb') as f:
+            f.write(data)
+        shutil.copymode(path, tmp)
+
+
+def _degradations(package):
+    """(path, bytes) of the clone's ``basicsr/data/degradations.py``, or None (BasicSR without it)."""
+    path = os.path.join(package, DEGRADATIONS)
+    if not os.path.isfile(path):
+        return None
+    with open(path, 'rb') as f:
+        return path, f.read()
 
 
 def patch_degradations(package):
     """Make ``basicsr/data`` importable on current torchvision (BasicSR 1.4.2 only)."""
-    path = os.path.join(package, DEGRADATIONS)
-    if not os.path.isfile(path):
+    found = _degradations(package)
+    if found is None:
         return
-    with open(path, 'rb') as f:
-        data = f.read()
+    path, data = found
     if NEW_IMPORT in data:
         print(f'import fix: already in {path}')
         return
@@ -94,11 +104,10 @@ def patch_degradations(package):
 
 
 def unpatch_degradations(package):
-    path = os.path.join(package, DEGRADATIONS)
-    if not os.path.isfile(path):
+    found = _degradations(package)
+    if found is None:
         return
-    with open(path, 'rb') as f:
-        data = f.read()
+    path, data = found
     if NEW_IMPORT in data:
         _rewrite(path, data.replace(NEW_IMPORT, OLD_IMPORT))
         print(f'restored the original import line of {path}')
@@ -124,8 +133,7 @@ def install(package, clone, link, force):
     hook = os.path.join(package, 'models', HOOK_NAME)
     if os.path.exists(hook) and MARKER not in open(hook).read():
         raise SystemExit(f'error: {hook} exists and is not this plugin\'s hook; not touching it')
-    with open(hook, 'w') as f:
-        f.write(HOOK_TEXT)
+    atomic_write_bytes(hook, HOOK_TEXT.encode())
     print(f'hook: {hook}')
     patch_degradations(package)
     if clone is None:

@@ -126,6 +126,10 @@ def run_env():
 
 def pytest_configure(config):
     config.addinivalue_line('markers', 'cuda: needs a CUDA device (deselect with -m "not cuda")')
+    # Tests that need fresh processes for what they check (a kill -9, Ctrl-C, a lock held by
+    # another process, a process's peak memory, `make demo`, a BasicSR clone's own train.py):
+    # `make test-system` runs them, `make test` deselects them to stay quick.
+    config.addinivalue_line('markers', 'system: runs the real commands in fresh processes (make test-system)')
 
 
 # Running variances down to 1e-5, the size of BatchNorm's eps: there eps changes a channel's scale

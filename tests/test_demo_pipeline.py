@@ -90,6 +90,7 @@ def demo_names():
             shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.mark.system
 def test_make_demo_end_to_end_and_again(tmp_path, demo_names, capsys):
     photos = tmp_path / 'photos'
     photos.mkdir()

@@ -295,6 +295,7 @@ def test_output_inside_input_is_not_read_back(tmp_path, identity_ckpt):
     assert not (tmp_path / 'out' / 'out').exists()
 
 
+@pytest.mark.system
 def test_killed_run_leaves_no_partial_image(tmp_path, identity_ckpt):
     """The process is killed (SIGKILL) after the image bytes are written but before the rename."""
     cv2.imwrite(str(tmp_path / 'a.png'), _photo(64, 64))

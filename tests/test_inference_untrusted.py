@@ -160,6 +160,7 @@ def test_tiled_pieces_match_the_tensor_path():
     assert np.abs(out[..., :3].astype(int) - ref.astype(int)).max() <= 1
 
 
+@pytest.mark.system
 def test_memory_limit_holds_for_a_large_photo(tmp_path, weights, tiny_run_peak):
     """A photo that needs about 0.8 GB whole, under a --max-memory of the program's own peak plus
     160 MiB: the run tiles by itself and its peak resident memory stays under the limit. (The
@@ -252,6 +253,7 @@ def test_bomb_is_refused_before_any_decoder_runs(tmp_path, name, monkeypatch):
     assert name in message and claimed in message and '--max-pixels' in message and 'before decoding' in message
 
 
+@pytest.mark.system
 def test_bombs_among_photos_cost_no_memory(tmp_path, weights, tiny_run_peak):
     """All the bombs in one folder with a good photo: each is refused and named, the photo is
     written, and the run's peak resident memory is the program's own (no bomb was allocated)."""
@@ -375,6 +377,7 @@ def test_non_utf8_name_round_trips(tmp_path, cli, weights):
 
 
 # -- long runs and resuming -----------------------------------------------------------------------
+@pytest.mark.system
 def test_long_run_memory_stays_that_of_its_largest_photo(tmp_path, weights):
     """120 photos of 16..64 px (gray, RGB, RGBA 16-bit, PNG and JPEG) and 3 broken files in one
     run: every good photo is written, the broken ones are listed, and the run's peak resident
@@ -392,6 +395,7 @@ def test_long_run_memory_stays_that_of_its_largest_photo(tmp_path, weights):
     assert whole <= 1.10 * alone, f'{whole / MIB:.0f} MiB for the run, {alone / MIB:.0f} MiB for its largest photo'
 
 
+@pytest.mark.system
 def test_killed_run_resumes_with_skip_existing(tmp_path, weights):
     """kill -9 in the middle of a run; the rerun with --skip-existing leaves what was written
     untouched (same inode, same mtime), writes the rest, and every output is what an

@@ -114,6 +114,7 @@ def newest_log(exp):
     return max(exp.glob('train_*.log'), key=os.path.getmtime).read_text()
 
 
+@pytest.mark.system
 @pytest.mark.parametrize('kind', ['v1.4.2', 'master'])
 def test_clone_trains_gunet_with_its_own_train_py_and_uninstall_restores_it(kind, tmp_path, tiny_its):
     clone = (release_clone if kind == 'v1.4.2' else master_clone)(tmp_path / 'BasicSR')

@@ -212,6 +212,7 @@ def _slow_fixture(root, count=200, hw=(96, 128)):
     return hazy_dir, clear_dir
 
 
+@pytest.mark.system
 @pytest.mark.parametrize('sig', [signal.SIGKILL, signal.SIGINT], ids=['kill', 'ctrl-c'])
 def test_interrupted_run_leaves_nothing_accepted_and_rerun_finishes(tmp_path, sig):
     hazy_dir, clear_dir = _slow_fixture(str(tmp_path / 'src'))

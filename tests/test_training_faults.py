@@ -38,6 +38,7 @@ def optimizer_steps(state_path):
     return state['iter'], {int(v['step']) for v in state['optimizers'][0]['state'].values()}
 
 
+@pytest.mark.system
 @pytest.mark.parametrize('n_pairs, batch, enlarge, total', [(10, 4, 1, 7), (5, 4, 3, 9)])
 def test_exactly_total_iter_iterations_whatever_the_dataset_size(tmp_path, n_pairs, batch, enlarge, total):
     """10 pairs at batch 4 give 2 full batches per epoch, not BasicSR's 3; 5 pairs enlarged x3
@@ -58,6 +59,7 @@ def wait_for(predicate, timeout=120):
     return False
 
 
+@pytest.mark.system
 def test_ctrl_c_saves_the_iteration_and_resume_finishes_without_a_step_lost_or_repeated(tmp_path):
     opt, exp = option_file(tmp_path, 8, 60, save_freq=60)
     proc = subprocess.Popen([PYTHON, TRAIN, '-opt', opt], cwd=ROOT, env=run_env(), stdout=subprocess.PIPE,
@@ -104,6 +106,7 @@ def _small_files(limit):
     return limit_file_size
 
 
+@pytest.mark.system
 def test_a_full_disk_stops_the_run_and_keeps_the_previous_checkpoint(tmp_path):
     opt, exp = option_file(tmp_path, 8, 4, save_freq=2, variant='t', base_dim=None, depths=None)
     assert train([opt]).returncode == 0
@@ -125,6 +128,7 @@ def test_a_full_disk_stops_the_run_and_keeps_the_previous_checkpoint(tmp_path):
     assert sorted(os.listdir(exp / 'training_states')) == ['2.state', '4.state']
 
 
+@pytest.mark.system
 def test_one_run_per_experiment_and_a_stale_lock_is_taken_over(tmp_path):
     opt, exp = option_file(tmp_path, 8, 100000)
     first = subprocess.Popen([PYTHON, TRAIN, '-opt', opt], cwd=ROOT, env=run_env(), stdout=subprocess.DEVNULL,
