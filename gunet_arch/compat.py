@@ -308,6 +308,11 @@ def _wrap_parse_options(original, after_parse):
         launcher_kwargs = _dist_params_of(sys.argv)
         options.init_dist = lambda launcher, **kwargs: init_dist(launcher, **{**launcher_kwargs, **kwargs})
         opt, args = original(root_path, is_train=is_train)
+        # parse_options seeds the random generators before it applies --force_yml, so
+        # `--force_yml manual_seed=N` changed only the logged seed: seed again from the final value,
+        # by BasicSR's own rule (seed + rank).
+        if any(entry.split('=')[0].strip() == 'manual_seed' for entry in getattr(args, 'force_yml', None) or ()):
+            options.set_random_seed(opt['manual_seed'] + opt['rank'])
         if after_parse is not None:
             after_parse(opt, args, root_path, is_train)
         return opt, args

@@ -4,6 +4,11 @@
         --output datasets/ITS/lmdb [--storage raw] [--verify]
     python scripts/prepare_lmdb.py --verify --output datasets/ITS/lmdb      # check an existing one
 
+The small real-haze sets come as one folder; --split picks a part of their published split:
+
+    python scripts/prepare_lmdb.py --dataset nh-haze --hazy datasets/raw/NH-HAZE --clear datasets/raw/NH-HAZE \
+        --split trainval --output datasets/NH-HAZE-trainval
+
 See datasets/README.md for every set's layout and command.
 """
 import argparse
@@ -13,6 +18,7 @@ import sys
 from gunet_arch.data.image_codec import DEFAULT_MAX_PIXELS
 from gunet_arch.data.lmdb_store import CLEAR_DB, HAZY_DB
 from gunet_arch.data.lmdb_writer import DATASET_PRESETS, format_summary, prepare_lmdb, verify_lmdb
+from gunet_arch.data.pairing import PAIRING_RULES, PUBLISHED_SPLITS, SPLITS, published_split
 
 
 def pixel_count(text):
@@ -36,7 +42,11 @@ def parse_args(argv=None):
     parser.add_argument('--storage', choices=['auto', 'png', 'raw'], default='auto',
                         help='auto: PNG (BasicSR format), JPEG files kept as they are; png: PNG for '
                         'every file; raw: undecoded pixels, larger on disk and several times faster to load')
-    parser.add_argument('--pairing', choices=['prefix', 'same_name'], help="override the dataset's name rule")
+    parser.add_argument('--pairing', choices=PAIRING_RULES, help="override the dataset's name rule")
+    parser.add_argument('--split', choices=SPLITS,
+                        help='only this part of the published split, by image number (trainval: train and val): '
+                        + '; '.join(f'{name} ' + ', '.join(f'{part} {a}-{b}' for part, (a, b) in parts.items())
+                                    for name, parts in PUBLISHED_SPLITS.items()))
     parser.add_argument('--compress-level', type=int, default=1, help='PNG compression level (0-9)')
     parser.add_argument('--workers', type=int, help='encoding processes (default: all cores)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing output')
@@ -53,6 +63,13 @@ def parse_args(argv=None):
         parser.error('--hazy and --clear go together')
     if args.hazy is None and not args.verify:
         parser.error('give --hazy and --clear to prepare, or --verify alone to check an existing output')
+    if args.split is not None:
+        if args.hazy is None:
+            parser.error('--split selects images to prepare; it goes with --hazy and --clear')
+        try:
+            published_split(args.dataset, args.split)
+        except ValueError as err:
+            parser.error(f'--split {args.split} with --dataset {args.dataset}: {err}')
     return args
 
 
@@ -68,7 +85,7 @@ def main(argv=None):
                          pairing=args.pairing, overwrite=args.overwrite, verify=args.verify,
                          skip_unpaired=args.skip_unpaired, workers=args.workers,
                          compress_level=args.compress_level, progress=not args.no_progress,
-                         max_pixels=args.max_pixels)
+                         max_pixels=args.max_pixels, split=args.split)
     except (OSError, ValueError) as err:
         # Bad input is reported as a message naming every bad file, not as a traceback.
         print(f'error: {err}', file=sys.stderr)

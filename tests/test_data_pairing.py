@@ -18,6 +18,21 @@ def test_prefix_rule_of_each_set(hazy, clear_stem):
     assert clear_stem_of(hazy, 'prefix') == clear_stem
 
 
+@pytest.mark.parametrize('hazy, clear_stem', [
+    ('01_hazy.png', '01_GT'),  # NH-HAZE, Dense-HAZE
+    ('41_outdoor_hazy.jpg', '41_outdoor_GT'),  # O-HAZE
+    ('31_indoor_HAZY.JPG', '31_indoor_GT'),  # I-HAZE; the tag in any case
+])
+def test_hazy_gt_rule_of_each_real_set(hazy, clear_stem):
+    assert clear_stem_of(hazy, 'hazy_gt') == clear_stem
+
+
+def test_hazy_gt_rule_refuses_other_names():
+    for name in ('01_GT.png', '01.png', 'hazy.png'):
+        with pytest.raises(PairingError, match=f'{name} is not a hazy image name'):
+            clear_stem_of(name, 'hazy_gt')
+
+
 def test_names_are_split_at_the_last_dot_only():
     assert stem('1_1_0.90179.png') == '1_1_0.90179'
     assert clear_stem_of('1_1_0.90179.png', 'same_name') == '1_1_0.90179'
@@ -26,6 +41,10 @@ def test_names_are_split_at_the_last_dot_only():
 def test_detect_rule():
     assert detect_rule(['1_1_0.9.png'], ['1.png']) == 'prefix'
     assert detect_rule(['a_0.5.png', 'b.png'], ['a_0.5.png', 'b.png']) == 'same_name'
+    assert detect_rule(['01_hazy.png'], ['01_GT.png']) == 'hazy_gt'
+    # NH-HAZE's one folder, given as both: the tags decide, not the (trivially equal) names.
+    assert detect_rule(['01_GT.png', '01_hazy.png'], ['01_GT.png', '01_hazy.png']) == 'hazy_gt'
+    assert detect_rule(['01_hazy.png'], ['01_hazy.png']) == 'same_name'  # an IN/GT rearrangement
 
 
 @pytest.mark.parametrize('dataset', sorted(MAKERS))
@@ -89,3 +108,11 @@ def test_one_name_in_two_hazy_folders_is_an_error(tmp_path):
     open(os.path.join(part2, name), 'wb').close()
     with pytest.raises(PairingError, match='same image name is in two folders'):
         pair_folders(fixture.hazy_dir, fixture.clear_dir)
+
+
+def test_one_folder_as_both_pairs_only_by_tags(tmp_path):
+    """Under the name rules a file in both lists would be its own clear image: refused by name."""
+    fixture = MAKERS['rshaze'](str(tmp_path))
+    for rule in (None, 'same_name', 'prefix'):
+        with pytest.raises(PairingError, match=r"both hazy and clear under the '\w+' rule.*0001_0.5.png"):
+            pair_folders(fixture.hazy_dir, fixture.hazy_dir, rule)

@@ -46,25 +46,23 @@ from .lmdb_store import (
     record_checksum,
     write_marker,
 )
-from .pairing import PairingError, PairSizeError, pair_folders, pair_size_problem, printable, refused_images
+from .pairing import (  # noqa: F401  (DATASET_PRESETS: importers of this module read the set table here too)
+    DATASET_PRESETS,
+    PairingError,
+    PairSizeError,
+    describe_split,
+    pair_folders,
+    pair_size_problem,
+    printable,
+    published_split,
+    refused_images,
+)
 
 STAGING_DIR = '.prepare_lmdb.partial'
 # Entries per write transaction: a commit is a sync point; its buffer is what gets re-put when the
 # map has to grow.
 _COMMIT_EVERY = 128
 _MIN_MAP_SIZE = 64 << 20
-
-Preset = namedtuple('Preset', ['pairing', 'example', 'full_size'])
-# ``full_size`` (hazy, clear) is only used to tell the user when a folder looks incomplete.
-DATASET_PRESETS = OrderedDict([
-    ('its', Preset('prefix', 'hazy 1_1_0.90179.png -> clear 1.png', (13990, 1399))),
-    ('ots', Preset('prefix', 'hazy 0005_0.8_0.04.jpg -> clear 0005.jpg', (313950, None))),
-    ('sots-indoor', Preset('prefix', 'hazy 1400_1.png -> clear 1400.png (clear centre-cropped)', (500, 50))),
-    ('sots-outdoor', Preset('prefix', 'hazy 0001_0.8_0.2.jpg -> clear 0001.png', (500, 500))),
-    ('haze4k', Preset('prefix', 'hazy 1_0.89_1.56.png -> clear 1.png', None)),
-    ('rshaze', Preset('same_name', 'same name in hazy/ and GT/', None)),
-    ('paired', Preset(None, 'any folders; same names or the prefix rule, detected', None)),
-])
 
 
 class OutputExistsError(FileExistsError):
@@ -99,9 +97,31 @@ _HEAD_BYTES = 1 << 20
 Encoded = namedtuple('Encoded', ['shape', 'dtype', 'value', 'digest', 'kind', 'crc', 'notes'])
 
 
-def _pool(workers):
-    """A worker pool started from a fresh server process: forking a process that already runs
-    torch's (or any) worker threads can deadlock a child, which then hangs the whole pool."""
+# Below this many images a worker pool costs more than it saves: each worker starts by importing
+# this module, and torch with it (seconds), while an image encodes in milliseconds.
+IN_PROCESS_JOBS = 16
+
+
+class _InProcess:
+    """The one pool method used here (imap), run in this process."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    @staticmethod
+    def imap(fn, items, chunksize=1):
+        return map(fn, items)
+
+
+def _pool(workers, jobs):
+    """A worker pool for ``jobs`` tasks, started from a fresh server process: forking a process
+    that already runs torch's (or any) worker threads can deadlock a child, which then hangs the
+    whole pool. One worker, or a small job, runs in this process instead."""
+    if workers == 1 or jobs <= IN_PROCESS_JOBS:
+        return _InProcess()
     context = multiprocessing.get_context('forkserver')
     # The server imports this module (and torch with it) once; every worker forks from it ready.
     context.set_forkserver_preload([__name__])
@@ -325,7 +345,7 @@ def _install(staging, output_dir):
 
 def prepare_lmdb(hazy_dir, clear_dir, output_dir, dataset='paired', storage='auto', pairing=None,
                  overwrite=False, verify=False, skip_unpaired=False, workers=None, compress_level=1,
-                 progress=True, log=print, max_pixels=DEFAULT_MAX_PIXELS):
+                 progress=True, log=print, max_pixels=DEFAULT_MAX_PIXELS, split=None):
     """Write ``output_dir/hazy.lmdb`` and ``output_dir/clear.lmdb`` from two image folders.
 
     Args:
@@ -338,6 +358,8 @@ def prepare_lmdb(hazy_dir, clear_dir, output_dir, dataset='paired', storage='aut
         skip_unpaired: list hazy images without a clear partner and leave them out.
         workers: encoding processes (default: every core).
         max_pixels: images whose header claims more pixels are refused before decoding (0: no limit).
+        split: 'train', 'val', 'test' or 'trainval': only the images of that part of the set's
+            published split (``pairing.PUBLISHED_SPLITS``; NH-HAZE, Dense-HAZE, O-HAZE, I-HAZE).
 
     Every source file that cannot be used (unreadable, truncated, not an image, over the pixel
     limit, an unusable name, a size that does not fit its partner) is listed in one error, and
@@ -351,10 +373,13 @@ def prepare_lmdb(hazy_dir, clear_dir, output_dir, dataset='paired', storage='aut
     if storage not in STORAGE_FORMATS:
         raise ValueError(f'Unknown storage {storage!r}; expected one of {STORAGE_FORMATS}')
     preset = DATASET_PRESETS[dataset]
-    problems = [ImageDecodeError(message) for message in refused_images(hazy_dir) + refused_images(clear_dir)]
+    chosen = published_split(dataset, split) if split is not None else None
+    # dict.fromkeys: a folder that holds hazy and clear images (NH-HAZE) would list its refusals twice.
+    refused = dict.fromkeys(refused_images(hazy_dir) + refused_images(clear_dir))
+    problems = [ImageDecodeError(message) for message in refused]
     try:
         pairs, rule = pair_folders(hazy_dir, clear_dir, pairing or preset.pairing, skip_unpaired,
-                                   lambda message: log(printable(message)))
+                                   lambda message: log(printable(message)), split=chosen)
     except PairingError as err:
         if not problems:
             raise
@@ -362,10 +387,11 @@ def prepare_lmdb(hazy_dir, clear_dir, output_dir, dataset='paired', storage='aut
 
     clear_files = sorted({p.clear_path for p in pairs})
     log(f'{dataset}: {len(pairs)} hazy images paired with {len(clear_files)} clear images '
-        f'(pairing rule {rule!r}, {preset.example})')
-    if preset.full_size and preset.full_size[0] != len(pairs):
-        log(f'Note: the full {dataset} set has {preset.full_size[0]} hazy images; preparing the '
-            f'{len(pairs)} found')
+        f'(pairing rule {rule!r}, {preset.example})' + (f', {describe_split(chosen)}' if chosen else ''))
+    expected = chosen.last - chosen.first + 1 if chosen else preset.full_size and preset.full_size[0]
+    if expected and expected != len(pairs):
+        whole = describe_split(chosen) if chosen else f'the full {dataset} set'
+        log(f'Note: {whole} has {expected} hazy images; preparing the {len(pairs)} found')
 
     state = output_state(output_dir)
     if state in ('complete', 'foreign') and not overwrite:
@@ -381,7 +407,7 @@ def prepare_lmdb(hazy_dir, clear_dir, output_dir, dataset='paired', storage='aut
     os.makedirs(staging)
     hazy_db, clear_db = os.path.join(staging, HAZY_DB), os.path.join(staging, CLEAR_DB)
     try:
-        with _pool(workers) as pool:
+        with _pool(workers, len(clear_files) + len(pairs)) as pool:
             clear_entries, clear_stored_as, clear_bytes = _write_db(
                 clear_db, clear_files, storage, compress_level, pool, 'clear', progress, problems, dedupe=True,
                 max_pixels=max_pixels, log=log)
@@ -407,7 +433,7 @@ def prepare_lmdb(hazy_dir, clear_dir, output_dir, dataset='paired', storage='aut
         lines = (f'{os.path.basename(p.hazy_path)}\t{clear_stored_as[os.path.basename(p.clear_path)]}\n' for p in pairs)
         atomic_write_bytes(os.path.join(hazy_db, PAIRS_FILE), ''.join(lines).encode('utf-8'))
         marker = {'run_id': uuid.uuid4().hex, 'storage': storage, 'dataset': dataset, 'pairing': rule,
-                  'pairs': len(pairs), 'clear_images': len(clear_entries), 'checksum': CHECKSUM}
+                  'pairs': len(pairs), 'clear_images': len(clear_entries), 'checksum': CHECKSUM, 'split': split}
         small_files = [META_FILE, CHECKSUMS_FILE]
         write_marker(clear_db, dict(marker, role='clear', entries=len(clear_entries),
                                     files=file_checksums(clear_db, small_files)))
@@ -467,7 +493,7 @@ def verify_lmdb(hazy_db, clear_db, workers=None, progress=True, max_pixels=DEFAU
                  + limit_problems(clear_db, clear.values(), max_pixels, '--max-pixels')]
     raise_problems(problems, f'{len(problems)} problems in {hazy_db} and {clear_db}')
     tasks = [(hazy_db, e) for e in hazy.values()] + [(clear_db, e) for e in clear.values()]
-    with _pool(workers) as pool:
+    with _pool(workers, len(tasks)) as pool:
         sizes = list(tqdm(pool.imap(_verify_entry, tasks, chunksize=8), total=len(tasks), desc='verify',
                           unit='img', disable=not progress))
     for db_path in (hazy_db, clear_db):

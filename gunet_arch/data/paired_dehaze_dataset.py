@@ -8,8 +8,18 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
 from .image_codec import DEFAULT_MAX_PIXELS, centre_crop, decode_training_image, to_bgr, to_rgb_float
-from .lmdb_store import LmdbFormatError, decode_entry, limit_problems, open_pairs, read_value
-from .pairing import PairingError, PairSizeError, pair_folders, pair_size_problem, printable, refused_images
+from .lmdb_store import LmdbFormatError, decode_entry, limit_problems, open_pairs, read_marker, read_value
+from .pairing import (
+    DATASET_PRESETS,
+    PairingError,
+    PairSizeError,
+    pair_folders,
+    pair_size_problem,
+    printable,
+    published_split,
+    refused_images,
+    select_split,
+)
 
 
 def edge_decay_start(size, crop, edge_decay):
@@ -30,7 +40,14 @@ class PairedDehazeDataset(data.Dataset):
         dataroot_lq / dataroot_gt (str): hazy and clear folders, or ``hazy.lmdb`` / ``clear.lmdb``
             written by ``scripts/prepare_lmdb.py`` (or BasicSR LMDBs with identical keys).
         io_backend (dict): ``{type: disk}`` or ``{type: lmdb}``.
-        pairing (str): ``prefix`` or ``same_name`` for folders; detected from the names if absent.
+        dataset (str): the set the data comes from, as ``scripts/prepare_lmdb.py --dataset`` names
+            it (``nh-haze``, ``o-haze``, ``its``, ...): its pairing rule for folders, and the
+            numbering ``split`` refers to. For an LMDB it must agree with the set it was prepared from.
+        split (str): ``train``, ``val``, ``test`` or ``trainval``: only the images of that part of
+            the set's published split (NH-HAZE, Dense-HAZE, O-HAZE, I-HAZE; see
+            ``pairing.PUBLISHED_SPLITS``), from folders holding the whole set or from an LMDB.
+        pairing (str): ``prefix``, ``same_name`` or ``hazy_gt`` for folders; by default the
+            ``dataset``'s rule, or detected from the names.
         skip_unpaired (bool): leave out hazy images without a clear partner (listed in the log)
             instead of failing. Default: False.
         phase (str): ``train`` takes random crops with augmentation; anything else does not.
@@ -69,10 +86,22 @@ class PairedDehazeDataset(data.Dataset):
             raise ValueError(f'PairedDehazeDataset: max_pixels must be a whole number of pixels (0: no limit), '
                              f'got {self.max_pixels!r}')
         self.file_client = None
+        self.dataset = opt.get('dataset')
+        if self.dataset is not None and self.dataset not in DATASET_PRESETS:
+            raise ValueError(f'PairedDehazeDataset: unknown dataset {self.dataset!r}; expected one of '
+                             f'{", ".join(DATASET_PRESETS)}')
+        split = opt.get('split')
+        try:
+            self.split = None if split is None else published_split(self.dataset, split)
+        except ValueError as err:
+            raise ValueError(f'PairedDehazeDataset: split {split!r} with dataset {self.dataset!r}: {err}') from None
 
         if self.backend == 'lmdb':
+            self._check_lmdb_dataset()
             self.lmdb_pairs = open_pairs(self.lq_root, self.gt_root,
                                          log=lambda message: get_root_logger().warning(message))
+            if self.split is not None:
+                self.lmdb_pairs = select_split(self.lmdb_pairs, self.split, lambda p: p.hazy.name, self.lq_root)
             self._check_lmdb_sizes()
             self.paths = [(p.hazy.name, p.clear.name) for p in self.lmdb_pairs]
         elif self.backend == 'disk':
@@ -80,14 +109,29 @@ class PairedDehazeDataset(data.Dataset):
                 if isinstance(root, str) and os.path.isfile(os.path.join(root, 'data.mdb')):
                     raise ValueError(f'{root} is an LMDB; read it with io_backend: {{type: lmdb}}')
             logger = get_root_logger()
-            refused = refused_images(self.lq_root) + refused_images(self.gt_root)
+            refused = list(dict.fromkeys(refused_images(self.lq_root) + refused_images(self.gt_root)))
             if refused:
                 raise PairingError(f'{len(refused)} image files are refused:\n  ' + '\n  '.join(refused))
-            pairs, _ = pair_folders(self.lq_root, self.gt_root, opt.get('pairing'),
-                                    skip_unpaired=opt.get('skip_unpaired', False), log=logger.warning)
+            rule = opt.get('pairing') or (DATASET_PRESETS[self.dataset].pairing if self.dataset else None)
+            pairs, _ = pair_folders(self.lq_root, self.gt_root, rule, skip_unpaired=opt.get('skip_unpaired', False),
+                                    log=logger.warning, split=self.split)
             self.paths = [(p.hazy_path, p.clear_path) for p in pairs]
         else:
             raise ValueError(f"PairedDehazeDataset: io_backend type must be 'disk' or 'lmdb', got {self.backend!r}")
+
+    def _check_lmdb_dataset(self):
+        """An LMDB prepared from another set than ``dataset`` says would be split by the wrong
+        numbers (or is simply the wrong data): refused, naming both."""
+        if self.dataset in (None, 'paired'):
+            return
+        try:
+            marker = read_marker(self.lq_root)
+        except LmdbFormatError:
+            return  # open_pairs reports a bad marker in full
+        prepared = (marker or {}).get('dataset')
+        if prepared not in (None, 'paired', self.dataset):
+            raise LmdbFormatError(f'{self.lq_root} was prepared from {prepared} (scripts/prepare_lmdb.py --dataset '
+                                  f'{prepared}), but the dataset option says dataset: {self.dataset}')
 
     def _check_lmdb_sizes(self):
         """meta_info records every size, so size problems surface here rather than mid-training."""

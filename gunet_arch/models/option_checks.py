@@ -4,9 +4,11 @@ surfacing later as a KeyError deep in BasicSR.
 
 The plugin owns ``network_g`` of type GUNet, every ``datasets.*`` entry of type
 PairedDehazeDataset, ``train.amp``, ``train.scheduler`` of type WarmupCosineLR, ``train.optim_g``
-of type Adam/AdamW and the ``train`` keys GUNetModel reads: an unknown key there is an error, and
-so is a value of the wrong type. They run once per run, right after BasicSR parses the option
-file (``gunet_arch/options.py``), before any dataset, logger or network is built.
+of type Adam/AdamW, ``val`` (GUNetModel validates) and the ``train`` keys GUNetModel reads: an
+unknown key there is an error, and so is a value of the wrong type (or, for ``dataset``,
+``split``, ``pairing`` and ``val.tile``, a value outside what they take). They run once per run,
+right after BasicSR parses the option file (``gunet_arch/options.py``), before any dataset,
+logger or network is built.
 """
 import difflib
 import inspect
@@ -29,7 +31,8 @@ SWITCH = 'a mapping or true/false'
 NETWORK_KEYS = {'type': TEXT, 'variant': TEXT, 'base_dim': INT, 'depths': LIST, 'kernel_size': INT,
                 'channels_last': BOOL}
 DATASET_KEYS = {  # PairedDehazeDataset's own, then those BasicSR's parser and dataloader add or read
-    'dataroot_lq': TEXT, 'dataroot_gt': TEXT, 'io_backend': MAPPING, 'pairing': TEXT, 'skip_unpaired': BOOL,
+    'dataroot_lq': TEXT, 'dataroot_gt': TEXT, 'io_backend': MAPPING, 'dataset': TEXT, 'split': TEXT,
+    'pairing': TEXT, 'skip_unpaired': BOOL,
     'gt_size': INT, 'use_hflip': BOOL, 'use_rot': BOOL, 'edge_decay': NUMBER, 'val_crop_size': INT,
     'max_pixels': INT, 'meta_info_file': TEXT,
     'name': TEXT, 'type': TEXT, 'phase': TEXT, 'scale': NUMBER, 'batch_size_per_gpu': INT, 'num_worker_per_gpu': INT,
@@ -38,6 +41,9 @@ DATASET_KEYS = {  # PairedDehazeDataset's own, then those BasicSR's parser and d
 TRAIN_KEYS = {'total_iter': INT, 'warmup_iter': INT, 'optim_g': MAPPING, 'scheduler': MAPPING, 'pixel_opt': MAPPING,
               'perceptual_opt': MAPPING, 'ema_decay': NUMBER, 'amp': SWITCH, 'frozen_bn_iter': INT,
               'max_bad_steps': INT}
+# BasicSR's own val keys, then the plugin's: the results gallery and tiled testing.
+VAL_KEYS = {'val_freq': INT, 'save_img': BOOL, 'suffix': TEXT, 'pbar': BOOL, 'metrics': MAPPING, 'gallery': BOOL,
+            'tile': INT, 'tile_overlap': INT}
 SCHEDULER_KEYS = {'type': TEXT, 'total_iter': INT, 'warmup_iter': INT, 'eta_min': NUMBER, 'weight_decay_min': NUMBER}
 _TYPES = {INT: int, NUMBER: (int, float), BOOL: bool, TEXT: str, LIST: (list, tuple), MAPPING: dict,
           SWITCH: (dict, bool)}
@@ -84,6 +90,10 @@ def check_owned_keys(opt):
     for phase, ds_opt in (opt.get('datasets') or {}).items():
         if (ds_opt or {}).get('type') == 'PairedDehazeDataset':
             check_keys(f'datasets.{phase}', ds_opt, DATASET_KEYS)
+            check_dataset_values(f'datasets.{phase}', ds_opt)
+    if opt.get('model_type') == 'GUNetModel' and opt.get('val') is not None:
+        check_keys('val', opt['val'], VAL_KEYS)
+        check_tile_options(opt['val'])
     train_opt = opt.get('train') if opt.get('is_train') else None
     if train_opt is not None:
         check_keys('train', train_opt, TRAIN_KEYS)
@@ -93,6 +103,34 @@ def check_owned_keys(opt):
         sched = train_opt.get('scheduler') or {}
         if sched.get('type') in LR_SCHEDULER_REGISTRY:
             check_keys('train.scheduler', sched, SCHEDULER_KEYS)
+
+
+def check_dataset_values(where, ds_opt):
+    """``dataset`` names a known set and ``split`` a part of its published split."""
+    from gunet_arch.data.pairing import DATASET_PRESETS, PAIRING_RULES, published_split
+
+    dataset, split, pairing = ds_opt.get('dataset'), ds_opt.get('split'), ds_opt.get('pairing')
+    if dataset is not None and dataset not in DATASET_PRESETS:
+        close = difflib.get_close_matches(dataset, list(DATASET_PRESETS), n=1)
+        hint = f'; did you mean {close[0]!r}?' if close else ''
+        raise ValueError(f'{where}.dataset: unknown set {dataset!r}{hint} (one of {", ".join(DATASET_PRESETS)})')
+    if pairing is not None and pairing not in PAIRING_RULES:
+        raise ValueError(f'{where}.pairing: unknown rule {pairing!r} (one of {", ".join(PAIRING_RULES)})')
+    if split is not None:
+        try:
+            published_split(dataset, split)
+        except ValueError as err:
+            raise ValueError(f'{where}.split: {err}') from None
+
+
+def check_tile_options(val_opt):
+    """``val.tile``: 0 or ~ tests whole images; otherwise tiles of at least 16 px, sharing
+    ``val.tile_overlap`` pixels, less than half a tile."""
+    tile, overlap = val_opt.get('tile'), val_opt.get('tile_overlap')
+    if tile is not None and tile != 0 and tile < 16:
+        raise ValueError(f'val.tile must be 0 or ~ (whole images) or at least 16 pixels, got {tile}')
+    if overlap is not None and (overlap < 0 or (tile and overlap > tile // 2)):
+        raise ValueError(f'val.tile_overlap must be between 0 and half of val.tile ({tile}), got {overlap}')
 
 
 def check_network_options(opt):
