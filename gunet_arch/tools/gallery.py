@@ -448,11 +448,11 @@ class _SetPage:
                 'or unreadable</b>; they are shown as grey placeholders.<ul>' + ''.join(items) + '</ul></div>')
 
 
-def _footer(versions, option_file, option_text, page_dir):
+def _footer(versions, option_file, option_text, page_dir, scored):
     rows = ''.join(f'<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>' for k, v in versions.items())
     parts = ['<footer>', '<h2>Versions</h2>',
              '<p>The libraries that decoded the images (OpenCV with its JPEG/PNG libraries, Pillow) and computed '
-             'the results; the metrics CSVs record the same line.</p>',
+             'the results' + ('; the metrics CSVs record the same line.' if scored else '.') + '</p>',
              f'<table class="versions">{rows}</table>']
     if option_file or option_text:
         parts.append('<h2>Option file</h2>')
@@ -486,12 +486,13 @@ def write_gallery(output_dir, entries, title='Dehazing results', set_name='image
     output_dir = os.path.abspath(output_dir)
     sets = entries if isinstance(entries, dict) else {set_name: entries}
     versions = provenance.library_versions() if versions is None else versions
-    sections, header_means = [], []
+    sections, header_means, scored = [], [], False
     for index, (name, items) in enumerate(sets.items()):
         items = [_entry(item, output_dir) for item in items]
         thumbs = Thumbnails(os.path.join(output_dir, GALLERY_DIR, _slug(name, 80), 'thumbs'), thumb_size, thumb_quality)
         section = _SetPage(name, items, output_dir, thumbs, index)
         sections.append(section.render())
+        scored = scored or bool(section.means)
         thumbs.prune()
         header_means.append(f'<li><a href="#set-{index}" style="color:inherit">{html.escape(name)}</a>: '
                             f'{_means_text(section.means, len(items))}</li>')
@@ -500,7 +501,7 @@ def write_gallery(output_dir, entries, title='Dehazing results', set_name='image
             f'<title>{html.escape(title)}</title>', f'<style>{CSS}</style></head><body>',
             f'<header><h1>{html.escape(title)}</h1><ul class="means">{"".join(header_means)}</ul>',
             f'<p class="sub">{html.escape(subtitle)}</p>' if subtitle else '', '</header>',
-            '<main>', *sections, '</main>', _footer(versions, option_file, option_text, output_dir),
+            '<main>', *sections, '</main>', _footer(versions, option_file, option_text, output_dir, scored),
             f'<script>{SCRIPT}</script>', '</body></html>', '']
     path = os.path.join(output_dir, page_name)
     atomic_write_bytes(path, '\n'.join(page).encode('utf-8'))

@@ -91,6 +91,26 @@ def read_header(buf):
         Image.MAX_IMAGE_PIXELS = limit
 
 
+def peek_size(path):
+    """``(height, width)`` of the image file at ``path`` as ``read_image`` turns it upright (EXIF
+    orientation), from its header alone (Pillow reads no pixels to tell it); None when Pillow
+    cannot read the header. A hint, e.g. to order files by size: the decoded image decides."""
+    from PIL import Image
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with _quiet_pillow(), Image.open(path) as im:
+            width, height = im.size
+            try:
+                orientation = int(im.getexif().get(EXIF_ORIENTATION_TAG, 1) or 1)
+            except Exception:  # noqa: BLE001 - a broken EXIF block: as read_image, upright as stored
+                orientation = 1
+    except Exception:  # noqa: BLE001 - any header Pillow cannot read
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+
+
 def _decode_with_pillow(buf, name, max_pixels=DEFAULT_MAX_PIXELS, option='--max-pixels'):
     from PIL import Image
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the limit is ours, checked below
@@ -177,30 +197,56 @@ def read_image(path, max_pixels=DEFAULT_MAX_PIXELS, option='--max-pixels', conti
     return (img, header) if with_header else img
 
 
-def _encode(img, ext):
-    """``img`` encoded for extension ``ext``, as a bytes-like object (no extra copy)."""
+# What the formats cannot hold. PNG and TIFF hold everything read_image gives.
+_FORMAT_NAMES = {'.jpg': 'JPEG', '.jpeg': 'JPEG', '.webp': 'WebP', '.bmp': 'BMP', '.gif': 'GIF'}
+_EIGHT_BIT = ('.jpg', '.jpeg', '.webp', '.bmp', '.gif')
+_NO_ALPHA = ('.jpg', '.jpeg')
+# JPEG quality when none is asked for; WebP is then lossless (OpenCV's quality 101).
+DEFAULT_JPEG_QUALITY = 95
+WEBP_LOSSLESS = 101
+
+
+def fit_format(img, ext):
+    """``(img, notes)``: ``img`` as the format of extension ``ext`` can hold it, and a note for
+    each thing it lost. JPEG has no alpha channel (the alpha is dropped, colours kept as they
+    are); JPEG, WebP, BMP and GIF hold 8 bits per sample (16-bit and float samples are rounded
+    to 8 bits). Anything else comes back unchanged, with no notes."""
+    ext, notes = ext.lower(), []
+    fmt = _FORMAT_NAMES.get(ext)
+    if ext in _NO_ALPHA and img.ndim == 3 and img.shape[2] in (2, 4):
+        img = np.ascontiguousarray(img[..., 0] if img.shape[2] == 2 else img[..., :3])
+        notes.append(f'{fmt} has no alpha channel: written without it')
+    if ext in _EIGHT_BIT and img.dtype != np.uint8:
+        depth = f'{img.itemsize * 8}-bit' + (' float' if img.dtype.kind == 'f' else '')
+        img = from_float(to_float(img), np.uint8)
+        notes.append(f'{fmt} holds 8 bits per sample: {depth} samples written as 8-bit')
+    return img, notes
+
+
+def _encode(img, ext, quality=None):
+    """``img`` encoded for extension ``ext``, as a bytes-like object (no extra copy); ``quality``
+    (1-100) for JPEG and WebP, None: DEFAULT_JPEG_QUALITY, lossless WebP."""
     ext = ext.lower()
+    img = fit_format(img, ext)[0]
     if ext == '.gif':
         return _encode_with_pillow(img, 'GIF')
     if img.ndim == 3 and img.shape[2] == 2:
         if ext in ('.png', '.tif', '.tiff'):
             return _encode_gray_alpha(img, ext)
         img = np.dstack([img[..., 0]] * 3 + [img[..., 1]])  # formats without gray+alpha get BGRA
-    if ext in ('.jpg', '.jpeg', '.webp', '.bmp') and img.dtype != np.uint8:
-        img = from_float(to_float(img), np.uint8)
-    # WebP quality 101 is lossless, so alpha and detail survive.
-    params = {'.jpg': [cv2.IMWRITE_JPEG_QUALITY, 95], '.jpeg': [cv2.IMWRITE_JPEG_QUALITY, 95],
-              '.webp': [cv2.IMWRITE_WEBP_QUALITY, 101]}.get(ext, [])
-    ok, buf = cv2.imencode(ext, img, params)
+    jpeg = [cv2.IMWRITE_JPEG_QUALITY, int(quality or DEFAULT_JPEG_QUALITY)]
+    params = {'.jpg': jpeg, '.jpeg': jpeg, '.webp': [cv2.IMWRITE_WEBP_QUALITY, int(quality or WEBP_LOSSLESS)]}
+    ok, buf = cv2.imencode(ext, img, params.get(ext, []))
     if not ok:
         raise ValueError(f'cannot encode a {img.dtype} {img.shape} image as {ext}')
     return buf
 
 
-def encode_image(img, ext):
-    """``img`` encoded for extension ``ext`` ('.png', ...). A gray+alpha image is written as
-    PNG/TIFF gray with alpha where the format has it, else as BGRA."""
-    return bytes(_encode(img, ext))
+def encode_image(img, ext, quality=None):
+    """``img`` encoded for extension ``ext`` ('.png', ...), as :func:`fit_format` fits it. A
+    gray+alpha image is written as PNG/TIFF gray with alpha where the format has it, else as
+    BGRA. ``quality``: 1-100 for JPEG and WebP (default: JPEG 95, WebP lossless)."""
+    return bytes(_encode(img, ext, quality))
 
 
 def _encode_with_pillow(img, fmt):
@@ -234,7 +280,7 @@ def _encode_gray_alpha(img, ext):
     return buf
 
 
-def write_image(path, img):
-    """Encode ``img`` for ``path``'s extension and write it atomically (a temporary name, then a
-    rename: nothing ever stands under ``path`` half-written)."""
-    atomic_write_bytes(path, _encode(img, os.path.splitext(path)[1]))
+def write_image(path, img, quality=None):
+    """Encode ``img`` for ``path``'s extension (see :func:`encode_image`) and write it atomically
+    (a temporary name, then a rename: nothing ever stands under ``path`` half-written)."""
+    atomic_write_bytes(path, _encode(img, os.path.splitext(path)[1], quality))
