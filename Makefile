@@ -5,6 +5,7 @@
 # make test-cluster : the tests marked cluster, on a real one-host Slurm cluster started for them.
 # make test-browser : the tests marked browser (the results gallery in headless Chromium).
 # make demo : synthesise a small hazy set, train gUNet-T on the CPU, test it, print the result.
+# make clean-demo : remove what make demo made (data, model, results), to run it from scratch.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -28,7 +29,7 @@ $(STAMP): setup.py | $(PY)
 	# basicsr ships as an sdist whose setup.py imports torch: build it against the torch above.
 	$(PY) -c "import importlib.util as u, sys; sys.exit(u.find_spec('basicsr') is None)" \
 		|| $(PY) -m pip install --no-build-isolation $(BASICSR_PKG)
-	$(PY) -m pip install --no-build-isolation -e '.[test,deploy,demo]'
+	$(PY) -m pip install --no-build-isolation -e '.[test,deploy,demo,openvino]'
 	touch $(STAMP)
 
 lint: $(STAMP)
@@ -88,7 +89,8 @@ DEMO_DATA ?= datasets/demo
 DEMO_SYNTH_ARGS ?= --count 10 --size 256 --heldout 1 --seed 3
 DEMO_TRAIN_OPT ?= options/train_gunet_t_demo.yml
 DEMO_TEST_OPT ?= options/test_gunet_t_demo.yml
-DEMO_WEIGHTS ?= experiments/train_gunet_t_demo/models/net_g_latest.pth
+DEMO_EXPERIMENT ?= experiments/train_gunet_t_demo
+DEMO_WEIGHTS ?= $(DEMO_EXPERIMENT)/models/net_g_latest.pth
 DEMO_RESULTS ?= results/test_gunet_t_demo
 DEMO_METRICS = $(DEMO_RESULTS)/demo-heldout_metrics.csv
 
@@ -98,12 +100,24 @@ demo: $(STAMP) $(DEMO_METRICS)
 $(DEMO_DATA)/haze_params.csv: | $(STAMP)
 	$(PY) scripts/synthesize_haze.py --output $(DEMO_DATA) $(DEMO_SYNTH_ARGS) --overwrite
 
-$(DEMO_DATA)/%_lmdb/hazy.lmdb: $(DEMO_DATA)/haze_params.csv
-	$(PY) scripts/prepare_lmdb.py --dataset its --hazy $(DEMO_DATA)/$*/hazy --clear $(DEMO_DATA)/$*/clear \
-		--output $(DEMO_DATA)/$*_lmdb --storage raw --overwrite
+# Both LMDBs in one recipe, side by side: each command is mostly interpreter start-up on one core.
+# Either failing fails the target.
+DEMO_LMDB = $(PY) scripts/prepare_lmdb.py --dataset its --storage raw --overwrite
+
+$(DEMO_DATA)/train_lmdb/hazy.lmdb $(DEMO_DATA)/heldout_lmdb/hazy.lmdb &: $(DEMO_DATA)/haze_params.csv
+	$(DEMO_LMDB) --hazy $(DEMO_DATA)/heldout/hazy --clear $(DEMO_DATA)/heldout/clear \
+		--output $(DEMO_DATA)/heldout_lmdb & heldout=$$!; \
+	$(DEMO_LMDB) --hazy $(DEMO_DATA)/train/hazy --clear $(DEMO_DATA)/train/clear \
+		--output $(DEMO_DATA)/train_lmdb; train=$$?; \
+	wait $$heldout && exit $$train
 
 $(DEMO_WEIGHTS): $(DEMO_DATA)/train_lmdb/hazy.lmdb $(DEMO_TRAIN_OPT)
 	$(PY) gunet_arch/train.py -opt $(DEMO_TRAIN_OPT) --auto_resume
 
 $(DEMO_METRICS): $(DEMO_WEIGHTS) $(DEMO_DATA)/heldout_lmdb/hazy.lmdb $(DEMO_TEST_OPT)
 	$(PY) gunet_arch/test.py -opt $(DEMO_TEST_OPT)
+
+# Back to before the first `make demo`: its data, model and results, with the copies BasicSR
+# archives (*_archived_*) when an experiment name is reused.
+clean-demo:
+	rm -rf $(DEMO_DATA) $(DEMO_EXPERIMENT) $(DEMO_EXPERIMENT)_archived_* $(DEMO_RESULTS) $(DEMO_RESULTS)_archived_*

@@ -1,17 +1,35 @@
 #!/usr/bin/env python
-"""Size, cost and CPU speed of gUNet, printed as one markdown table.
+"""Size, cost and CPU speed of gUNet in each of its forms and runtimes, as markdown tables.
 
-Per variant: exact parameter count, MACs at 1x3x256x256, median CPU latency at 256^2 and 512^2 of
-the baseline, the eval model and the deployed model (interleaved runs, same weights), peak
-memory of one forward, and the time of one training step (batch 4, 256^2, forward + L1 +
-backward + AdamW) of the baseline and of the trainable model.
+Steady state is the headline: per variant and image size, every form dehazes many images in
+this one warm process, the forms taking turns image by image (round-robin, the order rotating
+each round) so that a change in the machine's load hits all of them alike; each figure is the
+median over the rounds, and a speed-up is the median of the per-round ratios to the baseline.
+Separately, one fresh process per form and size times the first image (after the form is set
+up, which is timed too: the compile of a runtime) and the memory that first forward adds.
 
-The baseline is the official network as the official code runs it: NCHW, eager, with the SK
-fusion that concatenates its inputs into a 5-D view. Without ``--official`` it is our GUNet with
-that fusion and memory format put back (same parameters, same arithmetic); with
-``--official PATH`` (a clone of IDKiro/gUNet, needs ``timm``) the official module itself runs.
+Forms: ``baseline`` the official network as the official code runs it (NCHW, eager, the SK
+fusion that concatenates its inputs into a 5-D view; our GUNet with that fusion and memory
+format put back, same parameters and arithmetic, or with ``--official PATH``, a clone of
+IDKiro/gUNet, needing ``timm``, the official module itself); ``eval`` our GUNet in eval mode;
+``deployed`` after ``net.deploy()``; ``onnxruntime`` and ``openvino`` the deployed graph run by
+those runtimes (gunet_arch/tools/backends.py, float32); ``openvino-bf16`` OpenVINO with bfloat16
+inference precision; ``autocast-bf16`` the deployed model under torch.autocast(bfloat16). Forms
+whose runtime is not installed, or bfloat16 on a CPU without bfloat16 units, are left out.
 
-    python scripts/benchmark.py                      # all variants, 2 threads
+The op-mix bound: every convolution of the network, measured alone at its real shape (input
+size, channels, kernel, stride, groups) in the fastest form available here (PyTorch NCHW or
+channels_last, ONNX Runtime, OpenVINO), summed over the network's convolutions. It is what the
+network would take if everything between the convolutions (activations, gates, residual sums,
+padding, the SK fusions) cost nothing; its convolution FLOPs over that time are the achievable
+GFLOP/s, and each form's share of the bound is its GFLOP/s over those. bfloat16 forms are held
+against the bound measured in bfloat16.
+
+Training: one step (forward, L1, backward, AdamW) of the baseline and of the trainable model,
+batch ``--train-batch`` at ``--train-size``, interleaved.
+
+    python scripts/benchmark.py --variants t s --train-variants      # inference only
+    python scripts/benchmark.py --variants s --sizes --train-variants s --train-batch 16   # training only
     python scripts/benchmark.py --variants t s --official ../gUNet
 """
 import argparse
@@ -21,16 +39,23 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 import types
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from gunet_arch.archs import VARIANTS, GUNet  # noqa: E402
+from gunet_arch.tools import backends  # noqa: E402
+
+FORMS = ('baseline', 'eval', 'deployed', 'onnxruntime', 'openvino', 'openvino-bf16', 'autocast-bf16')
+BF16_FORMS = ('openvino-bf16', 'autocast-bf16')
+CPU_FLAGS = ('avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'avx512_fp16', 'amx_tile', 'amx_bf16', 'amx_int8')
 
 
 class ConcatSKFusion(nn.Module):
@@ -95,7 +120,8 @@ def load_official(path, variant, state_dict):
 def count_macs(net, size=256):
     """Multiply-accumulates of one 1x3xSxS forward: every conv, plus one per element for each
     BatchNorm, gate product and SK weighting (the multiplies the paper's profiler counts)."""
-    net = plain_baseline(net).eval()
+    # On the meta device: shapes only, no arithmetic (a 256² forward would take seconds).
+    net = plain_baseline(net).eval().to('meta')
     total = [0]
 
     def conv_hook(m, inp, out):
@@ -116,23 +142,244 @@ def count_macs(net, size=256):
         elif isinstance(m, ConcatSKFusion):
             hooks.append(m.register_forward_hook(fusion_hook))
     with torch.no_grad():
-        net.forward_features(torch.zeros(1, 3, size, size))
+        net.forward_features(torch.zeros(1, 3, size, size, device='meta'))
     for h in hooks:
         h.remove()
     return total[0]
 
 
-def _peak_forward_kib(variant, form, size, threads):
-    """In a fresh process: resident-memory high-water mark added by one forward, in KiB."""
+# -- the forms ------------------------------------------------------------------------------------
+def available_forms(wanted=FORMS):
+    """The forms of ``wanted`` that can run here."""
+    have_bf16 = backends.installed('openvino') and backends.cpu_has_bf16()
+    ok = {
+        'onnxruntime': backends.installed('onnxruntime'),
+        'openvino': backends.installed('openvino'),
+        'openvino-bf16': have_bf16,
+    }
+    return [f for f in wanted if ok.get(f, True)]
+
+
+class Autocast(nn.Module):
+    """``net`` under CPU bfloat16 autocast, output back in float32."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        with torch.autocast('cpu', torch.bfloat16):
+            return self.net(x).float()
+
+
+def build_form(form, net, baseline, threads):
+    """A callable for ``form``: 1 x 3 x H x W [0, 1] float32 -> output. ``net`` is the eval-mode
+    GUNet, ``baseline`` the official-structure model with the same weights."""
+    if form == 'baseline':
+        return baseline
+    if form == 'eval':
+        return net
+    if form in ('deployed', 'autocast-bf16'):
+        deployed = copy.deepcopy(net).deploy()
+        return Autocast(deployed) if form == 'autocast-bf16' else deployed
+    name = form.split('-')[0]
+    return backends.build_backend(net, name, bf16=form.endswith('bf16'), threads=threads, log=_log)
+
+
+def _log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def steady_state(fns, inputs, rounds, warmup=2):
+    """``{form: [seconds per round]}``: every form on the same image each round, forms taking
+    turns in an order that rotates from round to round, images cycling through ``inputs``."""
+    names = list(fns)
+    times = {k: [] for k in names}
+    with torch.inference_mode():
+        for i in range(warmup + rounds):
+            x = inputs[i % len(inputs)]
+            shift = i % len(names)
+            for k in names[shift:] + names[:shift]:
+                t0 = time.perf_counter()
+                fns[k](x)
+                if i >= warmup:
+                    times[k].append(time.perf_counter() - t0)
+    return times
+
+
+# -- the op-mix bound -----------------------------------------------------------------------------
+def conv_mix(net, size):
+    """``{signature: count}`` of the convolutions a 1 x 3 x size x size forward of ``net`` runs;
+    a signature is (in, out, kh, kw, stride, padding, groups, H, W) of the conv's input."""
+    mix = {}
+
+    def hook(m, inp, out):
+        h, w = inp[0].shape[-2:]
+        sig = (m.in_channels, m.out_channels, *m.kernel_size, m.stride[0], m.padding[0], m.groups, h, w)
+        mix[sig] = mix.get(sig, 0) + 1
+
+    hooks = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            net(torch.rand(1, 3, size, size))
+    finally:
+        for h in hooks:
+            h.remove()
+    return mix
+
+
+def conv_flops(sig):
+    cin, cout, kh, kw, stride, pad, groups, h, w = sig
+    oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
+    return 2 * cout * oh * ow * (cin // groups) * kh * kw
+
+
+def _single_conv_onnx(sig):
+    """A one-Conv ONNX model (with bias) of signature ``sig``, static shape."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    cin, cout, kh, kw, stride, pad, groups, h, w = sig
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((cout, cin // groups, kh, kw)).astype(np.float32) * 0.1, 'w')
+    bias = numpy_helper.from_array(rng.standard_normal(cout).astype(np.float32), 'b')
+    node = helper.make_node('Conv', ['x', 'w', 'b'], ['y'], kernel_shape=[kh, kw], strides=[stride, stride],
+                            pads=[pad] * 4, group=groups)
+    graph = helper.make_graph([node], 'conv', [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, cin, h, w])],
+                              [helper.make_tensor_value_info('y', TensorProto.FLOAT, None)], [weight, bias])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid('', 18)]).SerializeToString()
+
+
+def conv_op_forms(sig, threads, bf16=False):
+    """``{(precision, form): callable()}`` running convolution ``sig`` alone, in each form
+    available: float32 in PyTorch (NCHW and channels_last), ONNX Runtime and OpenVINO, and with
+    ``bf16`` OpenVINO's bfloat16."""
+    cin, cout, kh, kw, stride, pad, groups, h, w = sig
+    x = torch.rand(1, cin, h, w)
+    conv = nn.Conv2d(cin, cout, (kh, kw), stride, pad, groups=groups).eval()
+    conv_cl = copy.deepcopy(conv).to(memory_format=torch.channels_last)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    fns = {('fp32', 'torch NCHW'): lambda: conv(x), ('fp32', 'torch channels_last'): lambda: conv_cl(x_cl)}
+    graph, xs = _single_conv_onnx(sig), x.numpy()
+    if backends.installed('onnxruntime'):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        session = ort.InferenceSession(graph, opts, providers=['CPUExecutionProvider'])
+        # Bound once: the input used in place and the output written into one buffer, so that
+        # only the convolution is timed (session.run would allocate a new output every call).
+        binding = session.io_binding()
+        binding.bind_cpu_input('x', xs)
+        binding.bind_output('y')
+        session.run_with_iobinding(binding)
+        binding.bind_ortvalue_output('y', binding.get_outputs()[0])
+        fns[('fp32', 'onnxruntime')] = lambda: session.run_with_iobinding(binding)
+    if backends.installed('openvino'):
+        core, model = _openvino_core(), _openvino_core().read_model(graph)
+        for precision in ('fp32', 'bf16') if bf16 else ('fp32', ):
+            compiled = core.compile_model(model, 'CPU', {
+                'INFERENCE_PRECISION_HINT': 'bf16' if precision == 'bf16' else 'f32',
+                'PERFORMANCE_HINT': 'LATENCY', 'NUM_STREAMS': '1', 'INFERENCE_NUM_THREADS': str(threads)})
+            request = compiled.create_infer_request()
+            # The input shared, not copied in, and the output left in the request's buffer.
+            fns[(precision, 'openvino')] = lambda request=request: request.infer(
+                {0: xs}, share_inputs=True, share_outputs=True)
+    return fns
+
+
+_OV_CORE = []
+
+
+def _openvino_core():
+    """One OpenVINO Core for all the single-conv models (a Core per model costs a plugin load)."""
+    if not _OV_CORE:
+        import openvino as ov
+
+        _OV_CORE.append(ov.Core())
+    return _OV_CORE[0]
+
+
+class OpMix:
+    """The op-mix bound as something to run: every convolution of the network alone, each in
+    the form that ran it fastest (picked by ``repeats`` interleaved runs), as often as the
+    network runs it. ``runner(precision)`` goes into the steady-state rounds beside the forms,
+    so that the bound and the forms are timed under the same load."""
+
+    def __init__(self, mix, threads, repeats, precisions=('fp32', )):
+        self.flops = sum(count * conv_flops(sig) for sig, count in mix.items())
+        self.plan = {p: [] for p in precisions}
+        self.wins = {p: {} for p in precisions}  # form -> FLOPs it was fastest on
+        with torch.inference_mode():
+            for sig, count in mix.items():
+                fns = conv_op_forms(sig, threads, bf16='bf16' in precisions)
+                times = interleaved_medians(fns, repeats, warmup=2)
+                for p in precisions:
+                    best = min((k for k in times if k[0] == p), key=times.get)
+                    self.plan[p].append((fns[best], count))
+                    self.wins[p][best[1]] = self.wins[p].get(best[1], 0) + count * conv_flops(sig)
+
+    def runner(self, precision):
+        plan = self.plan[precision]
+
+        def run(x):
+            for fn, count in plan:
+                for _ in range(count):
+                    fn()
+
+        return run
+
+
+# -- a fresh process ------------------------------------------------------------------------------
+def _first_image_worker(form, config, state_path, official, size, threads):
+    """In a fresh process: ``(setup s, first image s, KiB the first forward added to the
+    resident high-water mark)`` of ``form`` for a GUNet of ``config`` with the weights saved at
+    ``state_path``."""
     torch.set_num_threads(threads)
+    net = GUNet(**config).eval()
+    net.load_state_dict(torch.load(state_path, weights_only=True))
+    baseline = plain_baseline(net).eval()
+    if official:
+        baseline = OfficialWrapper(load_official(official, net.variant, net.state_dict()), net).eval()
+    x = torch.rand(1, 3, size, size)
+    t0 = time.perf_counter()
+    fn = build_form(form, net, baseline, threads)
+    setup = time.perf_counter() - t0
+    before = _high_water_kib() if os.path.exists('/proc/self/status') else 0
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        fn(x)
+        first = time.perf_counter() - t0
+    peak = _high_water_kib() - before if before else float('nan')
+    return setup, first, peak
+
+
+def first_image(form, net, size, args, state_path):
+    """``(setup s, first image s, peak KiB)`` of ``form`` in a newly started interpreter running
+    this file (so it works however this module was imported)."""
+    import json
+    import subprocess
+
+    spec = {'form': form, 'config': {'base_dim': net.base_dim, 'depths': list(net.depths),
+                                     'kernel_size': net.kernel_size},
+            'state_path': state_path, 'official': args.official, 'size': size, 'threads': args.threads}
+    done = subprocess.run([sys.executable, os.path.abspath(__file__), '--first-image-probe', json.dumps(spec)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f'first-image probe of {form} at {size}² failed:\n{done.stderr[-3000:]}')
+    return tuple(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _peak_forward_kib(variant, form, size, threads):
+    """In a fresh process: resident-memory high-water mark added by one forward, in KiB
+    (``form`` 'baseline' or 'deploy', random weights)."""
     torch.manual_seed(0)
     net = GUNet(variant=variant).eval()
-    net = plain_baseline(net).eval() if form == 'baseline' else net.deploy()
-    x = torch.rand(1, 3, size, size)
-    before = _high_water_kib()
-    with torch.inference_mode():
-        net(x)
-    return _high_water_kib() - before
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, 'net.pth')
+        torch.save(net.state_dict(), path)
+        config = {'base_dim': net.base_dim, 'depths': list(net.depths), 'kernel_size': net.kernel_size}
+        form = 'deployed' if form == 'deploy' else form
+        return _first_image_worker(form, config, path, None, size, threads)[2]
 
 
 def _high_water_kib():
@@ -210,48 +457,90 @@ def compare_gradients(a, b, x, y):
     return abs(losses[0] - losses[1]), grad_diff
 
 
+def cpu_description():
+    """``(model name, {flag: present})`` from /proc/cpuinfo (the platform's name elsewhere)."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name') and name == (platform.processor() or platform.machine()):
+                    name = line.split(':', 1)[1].strip()
+                elif line.startswith('flags') and not flags:
+                    flags = set(line.split(':', 1)[1].split())
+    except OSError:
+        pass
+    return name, {f: f in flags for f in CPU_FLAGS}
+
+
+def _runtime_versions():
+    out = [f'torch {torch.__version__}']
+    for name in ('onnxruntime', 'openvino'):
+        if backends.installed(name):
+            out.append(f'{name} {importlib.import_module(name).__version__}')
+    return ', '.join(out)
+
+
 def bench_variant(variant, args):
+    """One variant: sizes, op-mix bounds, steady state and first image of every form, training."""
     torch.manual_seed(0)
     net = GUNet(variant=variant).eval()
     random_bn_statistics(net)
-    params = sum(p.numel() for p in net.parameters())
-    macs = count_macs(net)
+    row = {'variant': variant.upper(), 'params': sum(p.numel() for p in net.parameters()), 'macs': count_macs(net),
+           'forms': available_forms(args.forms), 'sizes': {}}
     baseline = plain_baseline(net).eval()
     if args.official:
         baseline = OfficialWrapper(load_official(args.official, variant, net.state_dict()), net).eval()
-    deployed = copy.deepcopy(net).deploy()
-    row = {'variant': variant.upper(), 'params': params, 'macs': macs}
+    fns = {form: build_form(form, net, baseline, args.threads) for form in row['forms']}
+    deployed = fns.get('deployed') or copy.deepcopy(net).deploy()
+    with tempfile.TemporaryDirectory() as tmp:
+        state_path = os.path.join(tmp, 'net.pth')
+        torch.save(net.state_dict(), state_path)
+        for size in args.sizes:
+            _log(f'gUNet-{variant.upper()} {size}x{size}: op-mix bound, steady state, first image ...')
+            g = torch.Generator().manual_seed(size)
+            inputs = [torch.rand(1, 3, size, size, generator=g) for _ in range(3)]
+            with torch.inference_mode():
+                ref = baseline(inputs[0])
+                diff = {k: float((fn(inputs[0]).float() - ref).abs().max()) for k, fn in fns.items()}
+            precisions = ['fp32'] + ['bf16'] * (any(f in BF16_FORMS for f in row['forms'])
+                                                 and backends.installed('openvino'))
+            mix = OpMix(conv_mix(deployed, size), args.threads, args.op_repeats, precisions)
+            bound_names = {p: f'op-mix bound {p}' for p in precisions}
+            timed = dict(fns, **{bound_names[p]: mix.runner(p) for p in precisions})
+            times = steady_state(timed, inputs, args.repeats)
+            first = {f: first_image(f, net, size, args, state_path) for f in row['forms'] if f in args.first_image}
 
-    for size in args.sizes:
-        x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(size))
-        with torch.inference_mode():
-            ref = baseline(x)
-            row[f'diff{size}'] = max((m(x) - ref).abs().max().item() for m in (net, deployed))
-            med = interleaved_medians({
-                'base': lambda x=x: baseline(x),
-                'eval': lambda x=x: net(x),
-                'deploy': lambda x=x: deployed(x)
-            }, args.repeats)
-        row[f'mem{size}'] = {k: peak_memory_mib(variant, k, size, args.threads) for k in ('baseline', 'deploy')}
-        row[f'lat{size}'] = med
+            def ratio(num, den, times=times):  # median of the per-round ratios
+                return statistics.median(a / b for a, b in zip(times[num], times[den]))
 
+            row['sizes'][size] = {
+                'ms': {k: statistics.median(times[k]) for k in fns},
+                'speedup': {k: ratio('baseline', k) for k in fns},
+                'share': {k: ratio(bound_names['bf16' if k in BF16_FORMS else 'fp32'], k) for k in fns
+                          if ('bf16' if k in BF16_FORMS else 'fp32') in bound_names},
+                'bounds': {p: (statistics.median(times[n]), mix.flops, mix.wins[p]) for p, n in bound_names.items()},
+                'rounds': args.repeats, 'diff': diff, 'first': first,
+            }
     if variant in args.train_variants:
-        g = torch.Generator().manual_seed(1)
-        x = torch.rand(4, 3, 256, 256, generator=g)
-        y = torch.rand(4, 3, 256, 256, generator=g)
-        torch.manual_seed(0)
-        trainable = GUNet(variant=variant)
-        base_train = plain_baseline(trainable)
-        if args.official:
-            base_train = OfficialWrapper(load_official(args.official, variant, trainable.state_dict()), trainable)
-        row['train_diff'] = compare_gradients(base_train, trainable, x, y)
-        # Fresh identical copies so both optimizers start from the same state.
-        a, b = copy.deepcopy(base_train), copy.deepcopy(trainable)
-        row['train'] = interleaved_medians({
-            'base': train_step_fn(a, x, y),
-            'ours': train_step_fn(b, x, y)
-        }, args.train_repeats)
+        row['train'], row['train_diff'] = bench_training(variant, args)
     return row
+
+
+def bench_training(variant, args):
+    """``(median seconds {'base', 'ours'}, (loss diff, grad diff))`` of one training step."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(args.train_batch, 3, args.train_size, args.train_size, generator=g)
+    y = torch.rand(args.train_batch, 3, args.train_size, args.train_size, generator=g)
+    torch.manual_seed(0)
+    trainable = GUNet(variant=variant)
+    base_train = plain_baseline(trainable)
+    if args.official:
+        base_train = OfficialWrapper(load_official(args.official, variant, trainable.state_dict()), trainable)
+    diff = compare_gradients(base_train, trainable, x, y)
+    # Fresh identical copies so both optimizers start from the same state.
+    a, b = copy.deepcopy(base_train), copy.deepcopy(trainable)
+    return interleaved_medians({'base': train_step_fn(a, x, y), 'ours': train_step_fn(b, x, y)},
+                               args.train_repeats), diff
 
 
 def _bench_variant_worker(variant, args):
@@ -260,75 +549,127 @@ def _bench_variant_worker(variant, args):
 
 
 def bench_variant_in_new_process(variant, args):
-    """Each variant in its own process: how much heap earlier variants left behind changes how
-    often a forward page-faults, which moves the timings (the baseline's most), so measuring
-    every variant from the same starting state keeps the rows comparable and order-free."""
+    """bench_variant in a newly started interpreter (a state free of earlier variants' heap)."""
     return in_fresh_process(_bench_variant_worker, variant, args)
 
 
 def fmt_ms(seconds):
+    if seconds != seconds:  # nan
+        return '–'
     return f'{seconds * 1000:.0f}' if seconds >= 0.1 else f'{seconds * 1000:.1f}'
 
 
 def render(rows, args):
-    sizes = args.sizes
+    """The tables: sizes and bounds per variant, steady state and first image per form, training."""
     base_name = 'official' if args.official else 'baseline'
-    head = ['variant', 'params', 'MACs G (/1e9)', 'MACs G (/1024³)']
-    for s in sizes:
-        head += [f'{s}² {base_name} ms', f'{s}² eval ms', f'{s}² deployed ms', f'{s}² speed-up (eval / deployed)']
-    head += [f'peak MiB {sizes[-1]}² ({base_name} / deployed)', f'train step ms ({base_name} / ours)',
-             'train speed-up', 'max |Δ| out / grad']
-    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
-    for r in rows:
-        cells = [r['variant'], f"{r['params']:,}", f"{r['macs'] / 1e9:.3f}", f"{r['macs'] / 1024**3:.3f}"]
-        for s in sizes:
-            lat = r[f'lat{s}']
-            cells += [fmt_ms(lat['base']), fmt_ms(lat['eval']), fmt_ms(lat['deploy']),
-                      f"{lat['base'] / lat['eval']:.2f}× / {lat['base'] / lat['deploy']:.2f}×"]
-        mem = r[f'mem{sizes[-1]}']
-        cells.append(f"{mem['baseline']:.0f} / {mem['deploy']:.0f}")
-        if 'train' in r:
+    out = []
+    if args.sizes:
+        head = ['variant', 'params', 'MACs G (/1e9)', 'MACs G (/1024³)']
+        for s in args.sizes:
+            head += [f'{s}² conv GFLOP', f'{s}² op-mix bound ms (fp32 / bf16)', f'{s}² bound GFLOP/s (fp32 / bf16)',
+                     f'{s}² fastest conv forms (fp32 / bf16, share of FLOPs)']
+        out += ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+        for r in rows:
+            cells = [r['variant'], f"{r['params']:,}", f"{r['macs'] / 1e9:.3f}", f"{r['macs'] / 1024**3:.3f}"]
+            for s in args.sizes:
+                bounds = r['sizes'][s]['bounds']
+                flops = bounds['fp32'][1]
+                ms = ' / '.join(fmt_ms(b[0]) for b in bounds.values())
+                rate = ' / '.join(f'{b[1] / b[0] / 1e9:.0f}' for b in bounds.values())
+                wins = ' / '.join(', '.join(f'{k} {v / b[1] * 100:.0f}%' for k, v in sorted(
+                    b[2].items(), key=lambda kv: -kv[1])) for b in bounds.values())
+                cells += [f'{flops / 1e9:.2f}', ms, rate, wins]
+            out.append('| ' + ' | '.join(cells) + ' |')
+        out.append('')
+        head = ['variant', 'form']
+        for s in args.sizes:
+            head += [f'{s}² steady ms', f'{s}² speed-up', f'{s}² GFLOP/s', f'{s}² share of bound',
+                     f'{s}² first image ms (setup s)', f'{s}² peak MiB']
+        head.append(f'max |Δ| vs {base_name}')
+        out += ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+        for r in rows:
+            for form in r['forms']:
+                cells = [r['variant'], base_name if form == 'baseline' else form]
+                for s in args.sizes:
+                    d = r['sizes'][s]
+                    ms = d['ms'][form]
+                    flops = d['bounds']['fp32'][1]
+                    speed, share = d['speedup'].get(form), d['share'].get(form)
+                    cells += [fmt_ms(ms), f'{speed:.2f}×' if speed else '–', f'{flops / ms / 1e9:.1f}',
+                              f'{share * 100:.0f}%' if share else '–']
+                    if form in d['first']:
+                        setup, first, peak = d['first'][form]
+                        cells += [f'{fmt_ms(first)} ({setup:.1f})', f'{peak / 1024:.0f}']
+                    else:
+                        cells += ['–', '–']
+                diff = max(r['sizes'][s]['diff'][form] for s in args.sizes)
+                cells.append(f'{diff:.1e}')
+                out.append('| ' + ' | '.join(cells) + ' |')
+    trained = [r for r in rows if 'train' in r]
+    if trained:
+        if out:
+            out.append('')
+        head = ['variant', f'train step ms ({base_name} / ours)', 'train speed-up', 'max |Δ| loss / grad']
+        out += ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+        for r in trained:
             t = r['train']
-            cells += [f"{fmt_ms(t['base'])} / {fmt_ms(t['ours'])}", f"{t['base'] / t['ours']:.2f}×"]
-            grad = f"{r['train_diff'][1]:.1e}"
-        else:
-            cells += ['–', '–']
-            grad = '–'
-        out_diff = max(r[f'diff{s}'] for s in sizes)
-        cells.append(f'{out_diff:.1e} / {grad}')
-        lines.append('| ' + ' | '.join(cells) + ' |')
-    return '\n'.join(lines)
+            out.append(f"| {r['variant']} | {fmt_ms(t['base'])} / {fmt_ms(t['ours'])} | {t['base'] / t['ours']:.2f}× | "
+                       f"{r['train_diff'][0]:.1e} / {r['train_diff'][1]:.1e} |")
+    return '\n'.join(out)
 
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--variants', nargs='+', default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument('--sizes', nargs='+', type=int, default=[256, 512])
-    parser.add_argument('--threads', type=int, default=2, help='torch CPU threads (default 2)')
-    parser.add_argument('--repeats', type=int, default=7, help='timed forward runs per model and size')
+    parser.add_argument('--sizes', nargs='*', type=int, default=[256, 512],
+                        help='square image sizes for inference (none: training only)')
+    parser.add_argument('--threads', type=int, default=2, help='CPU threads of every runtime (default 2)')
+    parser.add_argument('--forms', nargs='+', default=list(FORMS), choices=FORMS,
+                        help='forms to time (the baseline is always among them)')
+    parser.add_argument('--repeats', type=int, default=15, help='timed steady-state rounds per size')
+    parser.add_argument('--op-repeats', type=int, default=9, help='timed runs of each convolution alone')
+    parser.add_argument('--first-image', nargs='*', default=None, choices=FORMS, metavar='FORM',
+                        help='forms timed on a first image in a fresh process (default: all; none: skip)')
     parser.add_argument('--train-variants', nargs='*', default=list(VARIANTS), choices=list(VARIANTS),
                         help='variants whose training step is timed')
+    parser.add_argument('--train-batch', type=int, default=16, help='training batch (default 16)')
+    parser.add_argument('--train-size', type=int, default=256, help='training crop size (default 256)')
     parser.add_argument('--train-repeats', type=int, default=3)
     parser.add_argument('--official', metavar='PATH', help='a clone of IDKiro/gUNet to time side by side')
+    parser.add_argument('--first-image-probe', metavar='JSON', help=argparse.SUPPRESS)  # first_image's child
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.first_image_probe:
+        import json
+
+        print(json.dumps(_first_image_worker(**json.loads(args.first_image_probe))))
+        return
+    if 'baseline' not in args.forms:
+        args.forms = ['baseline'] + list(args.forms)
+    if args.first_image is None:
+        args.first_image = list(FORMS)
     torch.set_num_threads(args.threads)
+    cpu, flags = cpu_description()
+    load = os.getloadavg() if hasattr(os, 'getloadavg') else None
 
     rows = []
     for v in args.variants:
-        print(f'benchmarking gUNet-{v.upper()} ...', file=sys.stderr, flush=True)
-        rows.append(bench_variant_in_new_process(v, args))
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
-    print(f'CPU: {cpu}; torch {torch.__version__}; {args.threads} threads; median of {args.repeats} interleaved '
-          f'runs (train: {args.train_repeats}); fp32; batch 1 inference, batch 4 training.\n')
+        _log(f'benchmarking gUNet-{v.upper()} ...')
+        rows.append(bench_variant(v, args))
+    end_load = os.getloadavg() if load else None
+    print(f'CPU: {cpu}; {os.cpu_count()} logical CPUs; flags: '
+          + ', '.join(f + ('' if on else ' (no)') for f, on in flags.items()))
+    what = [f'{_runtime_versions()}; {args.threads} threads']
+    if args.sizes:
+        what.append(f'batch 1 inference, median of {args.repeats} round-robin rounds in one process')
+    if any('train' in r for r in rows):
+        what.append(f'training: batch {args.train_batch} at {args.train_size}², median of {args.train_repeats}')
+    if load:
+        what.append(f'load average {load[0]:.2f} at the start, {end_load[0]:.2f} at the end')
+    print('; '.join(what) + '.\n')
     print(render(rows, args))
 
 

@@ -6,6 +6,10 @@
 The model takes ``image`` N x 3 x H x W in [0, 1] (RGB, any H, W >= 24) and returns ``dehazed``
 of the same shape, unclamped: clamp to [0, 1] before saving. Needs the ``deploy`` extra
 (``pip install -e .[deploy]``: onnx, onnxscript, onnxruntime).
+
+Tracing the network for dynamic image sizes takes 5-20 s on a small CPU, whatever the weights:
+the trace is kept per architecture in a cache folder ($GUNET_CACHE_DIR, default
+~/.cache/gunet-basicsr), so exporting other weights of the same variant takes a second or two.
 """
 import argparse
 import os

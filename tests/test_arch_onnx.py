@@ -30,3 +30,18 @@ def test_export_script_matches_pytorch_on_two_sizes(tmp_path, capsys):
         assert got.shape == ref.shape
         assert abs(ref - x.numpy()).max() > 0.1  # a real residual, not a near-identity network
         assert abs(got - ref).max() < 1e-6
+
+
+def test_the_trace_is_kept_per_architecture_and_refuses_other_weights():
+    """The export above left its trace in this process (and the cache folder): another model of
+    the same architecture reuses it, while weights of another architecture do not fit it."""
+    from gunet_arch.export import _graphs, _with_weights, deployed_graph, graph_is_cached, graph_key
+
+    same = GUNet(depths=[1, 1, 1, 1, 1, 1, 1]).eval().deploy()
+    deployed_graph(same)  # no export after the test above
+    assert graph_is_cached(same)
+    trace = _graphs[graph_key(same)]
+    assert _with_weights(trace, same.state_dict()) is not None
+    other = GUNet(depths=[1, 1, 1, 2, 1, 1, 1]).eval().deploy()
+    assert graph_key(other) != graph_key(same)
+    assert _with_weights(trace, other.state_dict()) is None

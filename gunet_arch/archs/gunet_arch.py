@@ -1,12 +1,14 @@
 """gUNet ("Rethinking Performance Gains in Image Dehazing Networks", arXiv 2209.11448).
 
 The module tree, parameter names, initialisation and arithmetic are those of the official
-network, so official state dicts load with ``strict=True`` and give the official outputs. Two
-things differ, neither of which changes a result beyond float rounding:
+network, so official state dicts load with ``strict=True`` and give the official outputs. Three
+things differ, none of which changes a result beyond float rounding:
 
 * the SK fusion weighs its two inputs directly instead of concatenating them into a 5-D view
-  (the concat and the sum over it cost more than the whole fusion on CPU), and
-* the network can run in ``channels_last`` memory format, which the convolutions prefer on CPU.
+  (the concat and the sum over it cost more than the whole fusion on CPU),
+* the network can run in ``channels_last`` memory format, which the convolutions prefer on CPU, and
+* in training on the CPU, the 5x5 depthwise conv computes its gradients its own way (see
+  ``DepthwiseConv2d``): oneDNN's own depthwise weight gradient is the slowest op of a step.
 
 The public forward works on BasicSR's [0, 1] images; the official [-1, 1] range, the padding to
 a multiple of the coarsest stage's stride (8 for the paper's 7 stages) and the crop back all
@@ -33,6 +35,89 @@ def _trunc_normal_inverse_cdf(tensor, std, lo=-2.0, hi=2.0):
     return tensor
 
 
+# Channels per group of the grouped conv whose weight gradient stands in for the depthwise one.
+_WGRAD_GROUP = 8
+
+
+def _fold_reflect_padding(grad, pad):
+    """The gradient with respect to the input of ``F.pad(x, [pad] * 4, mode='reflect')`` from the
+    gradient ``grad`` with respect to its output: each padded row and column is added onto the
+    row or column it mirrors, then the border is cropped. ``grad`` is overwritten."""
+    h, w = grad.shape[-2] - 2 * pad, grad.shape[-1] - 2 * pad
+    for i in range(pad):
+        # Padded row i copies input row pad - i (at padded row 2 * pad - i); padded row
+        # h + 2 * pad - 1 - i copies input row h - 2 - (pad - 1 - i) (at padded row h - 1 + i).
+        grad[..., 2 * pad - i, :] += grad[..., i, :]
+        grad[..., h - 1 + i, :] += grad[..., h + 2 * pad - 1 - i, :]
+    for i in range(pad):  # columns after rows: a corner travels along both
+        grad[..., 2 * pad - i] += grad[..., i]
+        grad[..., w - 1 + i] += grad[..., w + 2 * pad - 1 - i]
+    return grad[..., pad:pad + h, pad:pad + w]
+
+
+class _ReflectDepthwiseConv(torch.autograd.Function):
+    """``conv2d(F.pad(x, reflect), weight, bias, groups=C)`` with a faster backward on the CPU.
+
+    The forward is the module's own. In the backward, oneDNN's depthwise (one channel per
+    group) weight gradient runs several times slower than the convolution itself, while that of
+    a grouped conv with 8 channels per group does not: the depthwise weight gradient is the
+    diagonal of the grouped one (output channel c, input channel c % 8 of its group), which is
+    the same sum over the same products. The padding's backward adds the mirrored borders in
+    place instead of zero-filling and scattering a whole new tensor."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, pad):
+        padded = F.pad(x, (pad, pad, pad, pad), mode='reflect')
+        out = F.conv2d(padded, weight, bias, groups=weight.shape[0])
+        # Under autocast the conv computed in out.dtype: the backward must use the same operands.
+        ctx.save_for_backward(padded.to(out.dtype), weight.to(out.dtype))
+        ctx.pad, ctx.has_bias = pad, bias is not None
+        ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        padded, weight = ctx.saved_tensors
+        channels = weight.shape[0]
+        memory_format = (torch.channels_last if padded.is_contiguous(memory_format=torch.channels_last)
+                         else torch.contiguous_format)
+        grad_out = grad_out.to(padded.dtype).contiguous(memory_format=memory_format)
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_x = grad_w = grad_b = None
+        conv_args = ([channels], [1, 1], [0, 0], [1, 1], False, [0, 0])
+        if need_x:
+            grad_padded = torch.ops.aten.convolution_backward(grad_out, padded, weight, *conv_args, channels,
+                                                              [True, False, False])[0]
+            grad_x = _fold_reflect_padding(grad_padded, ctx.pad)
+            grad_x = grad_x.contiguous(memory_format=memory_format).to(ctx.dtypes[0])
+        if need_w or (need_b and ctx.has_bias):
+            k = _WGRAD_GROUP if channels % _WGRAD_GROUP == 0 else 1
+            grouped = weight.new_zeros(channels, k, *weight.shape[2:]) if k > 1 else weight
+            _, grad_grouped, grad_b = torch.ops.aten.convolution_backward(
+                grad_out, padded, grouped, *conv_args, channels // k, [False, True, need_b and ctx.has_bias])
+            if k > 1:
+                index = torch.arange(channels, device=weight.device)
+                grad_grouped = grad_grouped[index, index % k].unsqueeze(1)
+            grad_w = grad_grouped.to(ctx.dtypes[1])
+            grad_b = grad_b.to(ctx.dtypes[2]) if grad_b is not None else None
+        return grad_x, grad_w, grad_b, None
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """Wv's k x k depthwise conv with reflect padding: an ``nn.Conv2d`` (same parameters, same
+    initialisation, same forward) whose training backward on the CPU is ``_ReflectDepthwiseConv``.
+    Without autograd (inference, deploy, export) it is the plain ``nn.Conv2d``."""
+
+    def __init__(self, dim, kernel_size):
+        super().__init__(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, padding_mode='reflect')
+
+    def forward(self, x):
+        if (x.device.type == 'cpu' and torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
+                and not torch.jit.is_tracing() and not torch.jit.is_scripting()):
+            return _ReflectDepthwiseConv.apply(x, self.weight, self.bias, self.padding[0])
+        return super().forward(x)
+
+
 class ConvLayer(nn.Module):
     """The gated convolution: proj(Wv(x) * sigmoid(Wg(x)))."""
 
@@ -40,7 +125,7 @@ class ConvLayer(nn.Module):
         super().__init__()
         self.Wv = nn.Sequential(
             nn.Conv2d(dim, dim, 1),
-            nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, padding_mode='reflect'))
+            DepthwiseConv2d(dim, kernel_size))
         self.Wg = nn.Sequential(nn.Conv2d(dim, dim, 1), nn.Sigmoid())
         self.proj = nn.Conv2d(dim, dim, 1)
         # The official scaled init, applied in module order after PyTorch's default init so that

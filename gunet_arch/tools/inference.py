@@ -185,6 +185,8 @@ def tiled_forward(net, read_piece, write_rows, height, width, tile, overlap, str
     if len(rows) == len(cols) == 1:
         write_rows(0, height, run_net(net, read_piece(0, 0, height, width), strength).float())
         return
+    # The statistics passes work inside the PyTorch module: a runtime backend tiles with its own.
+    net = getattr(net, 'tiling_module', net)
     row_own, col_own = ownership_bounds(rows, tile, height), ownership_bounds(cols, tile, width)
     fusions = list(getattr(net, 'fusions', []))
     originals = [f.mlp[0] for f in fusions]
@@ -726,6 +728,10 @@ def dehaze_files(pairs, net, device, dtype=torch.float32, tile=0, overlap=32, pr
                     run([job], plan(job)[1])
                 return
         else:
+            h, w = jobs[0].img.shape[:2]
+            if job_tile and not getattr(net, 'tiles_itself', True) and max(h, w) > job_tile:
+                note(jobs[0].src, f'note: {shown(jobs[0].src)}: tiled on the torch backend ({net.name} cannot gather '
+                                  'the whole-image statistics of the SK fusions tile by tile)')
             try:
                 outs = [dehaze_array(net, jobs[0].img, device, dtype, job_tile, overlap, strength)]
             except Exception as err:  # noqa: BLE001 - one bad file must not end a run over thousands
