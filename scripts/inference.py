@@ -132,7 +132,7 @@ def build_parser():
                         'once per architecture and cached), or auto (default): the fastest installed one that '
                         'agrees with PyTorch within 1e-4, when the run is big enough to repay its setup')
     parser.add_argument('--bf16', action='store_true',
-                        help='bfloat16 on the CPU through OpenVINO (AVX512-BF16/AMX CPUs): 1.6-1.8x its float32 '
+                        help='bfloat16 on the CPU through OpenVINO (AVX512-BF16/AMX CPUs): 1.6-1.9x its float32 '
                         'speed, outputs within ~2e-3 of float32')
     parser.add_argument('--batch', type=_count('--batch'), default=1, metavar='N',
                         help='dehaze up to N images of one size in one forward: the same outputs as one at a time, '

@@ -18,11 +18,11 @@ fusions' whole-image statistics by replacing the fusions' pooling inside the PyT
 which an ONNX graph does not expose; a runtime backend therefore hands tiled images to its
 PyTorch model (``tiling_module``), and the inference code prints a note when that happens.
 
-``bf16``: OpenVINO's bfloat16 inference precision (AVX512-BF16 / AMX), 1.6-1.8x its float32
+``bf16``: OpenVINO's bfloat16 inference precision (AVX512-BF16 / AMX), 1.6-1.9x its float32
 speed where measured (scripts/benchmark.py), with outputs within about 2e-3 of float32. On CPUs
 with those units OpenVINO would pick bfloat16 by itself; float32 is therefore asked for
-explicitly unless ``bf16``. PyTorch's CPU bfloat16 (autocast) measured at most 8% faster than
-its float32, slower than OpenVINO's float32, and is not offered.
+explicitly unless ``bf16``. PyTorch's CPU bfloat16 (autocast) measured between 8% slower and 16%
+faster than its float32, always slower than OpenVINO's float32, and is not offered.
 """
 import importlib.util
 import sys
