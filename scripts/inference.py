@@ -192,7 +192,8 @@ def main(argv=None):
         return 2
     try:
         # auto weighs a runtime's one-time setup against the pixels of this run (headers only).
-        workload = workload_pixels(src for src, _ in pairs) if args.backend == 'auto' else None
+        workload = (workload_pixels((src for src, _ in pairs), args.max_pixels) if args.backend == 'auto'
+                    else None)
         net = create_backend(net, args.backend, device, args.bf16, workload)
     except BackendError as err:
         print(f'error: {err}', file=sys.stderr)

@@ -283,13 +283,15 @@ def _auto(net, bf16, workload, threads, log):
     return net
 
 
-def workload_pixels(paths):
-    """The pixels of the images at ``paths`` as their headers tell (unreadable ones count 0)."""
+def workload_pixels(paths, max_pixels=None):
+    """The pixels of the images at ``paths`` as their headers tell. Unreadable ones count 0, and
+    so do those over ``max_pixels`` (refused before decoding): a decompression bomb's claimed
+    size must not make a run look big enough to set up a runtime."""
     from .image_io import peek_size
 
     total = 0
     for path in paths:
         size = peek_size(path)
-        if size:
+        if size and not (max_pixels and size[0] * size[1] > max_pixels):
             total += size[0] * size[1]
     return total
