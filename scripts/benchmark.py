@@ -26,7 +26,10 @@ GFLOP/s, and each form's share of the bound is its GFLOP/s over those. bfloat16 
 against the bound measured in bfloat16.
 
 Training: one step (forward, L1, backward, AdamW) of the baseline and of the trainable model,
-batch ``--train-batch`` at ``--train-size``, interleaved.
+batch ``--train-batch`` at ``--train-size``, interleaved, in a process of its own. By default
+both run with glibc's malloc keeping freed memory, as GUNetModel sets it for CPU training: the
+ratio is then the network code's alone. ``--train-allocator default`` times both with malloc as
+it comes (how the official training loop runs).
 
     python scripts/benchmark.py --variants t s --train-variants      # inference only
     python scripts/benchmark.py --variants s --sizes --train-variants s --train-batch 16   # training only
@@ -51,6 +54,8 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from gunet_arch.archs import VARIANTS, GUNet  # noqa: E402
+from gunet_arch.models.amp import cpu_has_bf16_units  # noqa: E402
+from gunet_arch.models.cpu_allocator import keep_freed_memory  # noqa: E402
 from gunet_arch.tools import backends  # noqa: E402
 
 FORMS = ('baseline', 'eval', 'deployed', 'onnxruntime', 'openvino', 'openvino-bf16', 'autocast-bf16')
@@ -429,13 +434,17 @@ def random_bn_statistics(net, seed=0):
                 m.bias.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
 
 
-def train_step_fn(net, x, y):
+def train_step_fn(net, x, y, bf16=False):
+    """One training step; ``bf16``: the forward under CPU bfloat16 autocast, as GUNetModel runs
+    ``train.amp: {enabled: true, dtype: bfloat16}``."""
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.01)
     net.train()
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = F.l1_loss(net(x), y)
+        with torch.autocast('cpu', torch.bfloat16, enabled=bf16):
+            out = net(x)
+        loss = F.l1_loss(out.float(), y)
         loss.backward()
         opt.step()
         return loss
@@ -522,8 +531,17 @@ def bench_variant(variant, args):
                 'rounds': args.repeats, 'diff': diff, 'first': first,
             }
     if variant in args.train_variants:
-        row['train'], row['train_diff'] = bench_training(variant, args)
+        row['train'], row['train_diff'] = in_fresh_process(_train_worker, variant, args)
     return row
+
+
+def _train_worker(variant, args):
+    # A process of its own, so that the allocator setting reaches neither the inference figures
+    # nor the next variant.
+    torch.set_num_threads(args.threads)
+    if args.train_allocator == 'kept':
+        keep_freed_memory()
+    return bench_training(variant, args)
 
 
 def bench_training(variant, args):
@@ -537,10 +555,12 @@ def bench_training(variant, args):
     if args.official:
         base_train = OfficialWrapper(load_official(args.official, variant, trainable.state_dict()), trainable)
     diff = compare_gradients(base_train, trainable, x, y)
-    # Fresh identical copies so both optimizers start from the same state.
-    a, b = copy.deepcopy(base_train), copy.deepcopy(trainable)
-    return interleaved_medians({'base': train_step_fn(a, x, y), 'ours': train_step_fn(b, x, y)},
-                               args.train_repeats), diff
+    # Fresh identical copies so the optimizers start from the same state.
+    steps = {'base': train_step_fn(copy.deepcopy(base_train), x, y),
+             'ours': train_step_fn(copy.deepcopy(trainable), x, y)}
+    if cpu_has_bf16_units():
+        steps['ours-bf16'] = train_step_fn(copy.deepcopy(trainable), x, y, bf16=True)
+    return interleaved_medians(steps, args.train_repeats), diff
 
 
 def _bench_variant_worker(variant, args):
@@ -609,12 +629,14 @@ def render(rows, args):
     if trained:
         if out:
             out.append('')
-        head = ['variant', f'train step ms ({base_name} / ours)', 'train speed-up', 'max |Δ| loss / grad']
+        head = ['variant', f'train step ms ({base_name} / ours)', 'train speed-up',
+                'ours with bfloat16 autocast ms (speed-up)', 'max |Δ| loss / grad']
         out += ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
         for r in trained:
             t = r['train']
+            bf16 = f"{fmt_ms(t['ours-bf16'])} ({t['base'] / t['ours-bf16']:.2f}×)" if 'ours-bf16' in t else '–'
             out.append(f"| {r['variant']} | {fmt_ms(t['base'])} / {fmt_ms(t['ours'])} | {t['base'] / t['ours']:.2f}× | "
-                       f"{r['train_diff'][0]:.1e} / {r['train_diff'][1]:.1e} |")
+                       f"{bf16} | {r['train_diff'][0]:.1e} / {r['train_diff'][1]:.1e} |")
     return '\n'.join(out)
 
 
@@ -635,6 +657,9 @@ def build_parser():
     parser.add_argument('--train-batch', type=int, default=16, help='training batch (default 16)')
     parser.add_argument('--train-size', type=int, default=256, help='training crop size (default 256)')
     parser.add_argument('--train-repeats', type=int, default=3)
+    parser.add_argument('--train-allocator', choices=['kept', 'default'], default='kept',
+                        help="'kept': both train with glibc keeping freed memory, as GUNetModel does on "
+                             "the CPU (gunet_arch/models/cpu_allocator.py); 'default': malloc as it comes")
     parser.add_argument('--official', metavar='PATH', help='a clone of IDKiro/gUNet to time side by side')
     parser.add_argument('--first-image-probe', metavar='JSON', help=argparse.SUPPRESS)  # first_image's child
     return parser
@@ -666,7 +691,9 @@ def main(argv=None):
     if args.sizes:
         what.append(f'batch 1 inference, median of {args.repeats} round-robin rounds in one process')
     if any('train' in r for r in rows):
-        what.append(f'training: batch {args.train_batch} at {args.train_size}², median of {args.train_repeats}')
+        kept = ' (freed memory kept, as GUNetModel trains on the CPU)' if args.train_allocator == 'kept' else ''
+        what.append(f'training: batch {args.train_batch} at {args.train_size}², median of {args.train_repeats}, '
+                    f'in a process of its own, malloc {args.train_allocator} for both{kept}')
     if load:
         what.append(f'load average {load[0]:.2f} at the start, {end_load[0]:.2f} at the end')
     print('; '.join(what) + '.\n')

@@ -40,8 +40,9 @@ def test_fold_is_the_backward_of_reflect_padding(pad):
     assert torch.allclose(_fold_reflect_padding(grad.clone(), pad), expected, rtol=0, atol=1e-12)
 
 
-# 16 channels take the grouped weight gradient (groups of 8), 6 channels the depthwise one.
-@pytest.mark.parametrize('dim', [16, 6])
+# 24 channels take the grouped weight gradient in groups of 12, 16 in groups of 8, 7 (prime) the
+# depthwise one.
+@pytest.mark.parametrize('dim', [24, 16, 7])
 @pytest.mark.parametrize('kernel_size', [5, 3])
 @pytest.mark.parametrize('channels_last', [True, False], ids=['channels_last', 'nchw'])
 def test_training_gradients_equal_those_of_nn_conv2d(dim, kernel_size, channels_last):

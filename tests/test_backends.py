@@ -15,6 +15,7 @@ import torch
 from conftest import EPS_SENSITIVE_VAR, load_script, randomise_batch_norms
 
 from gunet_arch.archs import VARIANTS, GUNet, Variant
+from gunet_arch.models.amp import cpu_has_bf16_units
 from gunet_arch.tools import backends
 from gunet_arch.tools.backends import BackendError, create_backend
 
@@ -209,3 +210,17 @@ def test_benchmark_first_image_probe(tmp_path):
     config = {'base_dim': 24, 'depths': DEPTHS, 'kernel_size': 5}
     setup, first, peak = bench._first_image_worker('openvino', config, str(tmp_path / 'net.pth'), None, 40, 1)
     assert setup > 0 and first > 0 and peak >= 0
+
+
+def test_benchmark_training_worker(monkeypatch):
+    """What the training step's own process runs, here in-process (malloc left as it is): both
+    forms time a step and agree on the loss and gradients."""
+    monkeypatch.setitem(VARIANTS, 'q', Variant('q', tuple(DEPTHS), 24, 5,
+                                               sum(p.numel() for p in GUNet(depths=DEPTHS).parameters())))
+    bench = load_script('benchmark')
+    args = bench.build_parser().parse_args(['--train-batch', '2', '--train-size', '32', '--train-repeats', '1',
+                                            '--train-allocator', 'default'])
+    times, (loss_diff, grad_diff) = bench._train_worker('q', args)
+    assert times['base'] > 0 and times['ours'] > 0
+    assert loss_diff < 1e-6 and grad_diff < 1e-5
+    assert ('ours-bf16' in times) == cpu_has_bf16_units()

