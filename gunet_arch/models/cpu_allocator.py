@@ -26,7 +26,8 @@ def keep_freed_memory():
     if platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc':
         return 'left as it is (not glibc)'
     libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True)
-    # mallopt returns 1 on success. A size_t-sized threshold: the largest int, about 2 GiB of
-    # free top of heap, is far above what a step frees at once.
-    ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1) == 1
+    # mallopt returns 1 on success. A trim threshold of -1 turns trimming off (mallopt(3)); any
+    # finite one that fits mallopt's int, 2 GiB at most, is below what a gUNet-S step at batch
+    # 16 frees at once, and the heap would be trimmed and faulted in again every step.
+    ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, -1) == 1
     return 'freed memory kept for reuse (glibc malloc: no mmap, no trim)' if ok else 'glibc refused mallopt'
