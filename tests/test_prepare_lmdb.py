@@ -199,8 +199,9 @@ def test_databases_of_two_runs_are_refused_and_a_rerun_repairs(tmp_path):
     assert len(lmdb_dataset(str(tmp_path / 'a'))) == 6
 
 
-def _slow_fixture(root, count=200, hw=(96, 128)):
-    """Enough noisy images that preparing them at PNG level 9 takes seconds on one worker."""
+def _slow_fixture(root, count=200, hw=(192, 256)):
+    """Enough noisy images that preparing them at PNG level 9 takes seconds on one worker, long
+    enough that the test's signal lands mid-way even when a loaded machine delays this process."""
     rng = np.random.default_rng(0)
     hazy_dir, clear_dir = os.path.join(root, 'IN'), os.path.join(root, 'GT')
     os.makedirs(hazy_dir)
