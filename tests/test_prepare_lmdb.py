@@ -199,9 +199,8 @@ def test_databases_of_two_runs_are_refused_and_a_rerun_repairs(tmp_path):
     assert len(lmdb_dataset(str(tmp_path / 'a'))) == 6
 
 
-def _slow_fixture(root, count=200, hw=(192, 256)):
-    """Enough noisy images that preparing them at PNG level 9 takes seconds on one worker, long
-    enough that the test's signal lands mid-way even when a loaded machine delays this process."""
+def _slow_fixture(root, count=200, hw=(96, 128)):
+    """Enough noisy images that preparing them at PNG level 9 takes seconds on one worker."""
     rng = np.random.default_rng(0)
     hazy_dir, clear_dir = os.path.join(root, 'IN'), os.path.join(root, 'GT')
     os.makedirs(hazy_dir)
@@ -220,7 +219,10 @@ def test_interrupted_run_leaves_nothing_accepted_and_rerun_finishes(tmp_path, si
     output = str(tmp_path / 'out')
     cmd = [sys.executable, SCRIPT, '--dataset', 'rshaze', '--hazy', hazy_dir, '--clear', clear_dir,
            '--output', output, '--workers', '1', '--compress-level', '9', '--no-progress']
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # SIGINT as a terminal's Ctrl-C finds it: a shell starts background jobs with SIGINT ignored,
+    # and that would pass down to the child from a test run launched with `&`.
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     staging_db = os.path.join(output, lmdb_writer.STAGING_DIR, 'clear.lmdb', 'data.mdb')
     deadline = time.time() + 120
     while not os.path.exists(staging_db) and proc.poll() is None and time.time() < deadline:
