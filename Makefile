@@ -115,7 +115,8 @@ $(DEMO_DATA)/train_lmdb/hazy.lmdb $(DEMO_DATA)/heldout_lmdb/hazy.lmdb &: $(DEMO_
 # gloo: two single-threaded processes take about 1.4x the steps per second that one process with
 # two threads does (oneDNN's kernels at these sizes scale poorly across threads). Each rank gets
 # half the cores. With exactly one GPU, one rank of 8 instead (two NCCL ranks cannot share a GPU).
-DEMO_GPUS := $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+# Deferred (=): nvidia-smi runs only when the demo trains, not on every make.
+DEMO_GPUS = $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU')
 DEMO_RANKS ?= $(if $(filter 1,$(DEMO_GPUS)),1,2)
 DEMO_THREADS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n > 3 ? n / 2 : 1 )))
 DEMO_ONE_RANK = $(if $(filter 1,$(DEMO_RANKS)),--force_yml datasets:train:batch_size_per_gpu=8)

@@ -563,16 +563,6 @@ def bench_training(variant, args):
     return interleaved_medians(steps, args.train_repeats), diff
 
 
-def _bench_variant_worker(variant, args):
-    torch.set_num_threads(args.threads)
-    return bench_variant(variant, args)
-
-
-def bench_variant_in_new_process(variant, args):
-    """bench_variant in a newly started interpreter (a state free of earlier variants' heap)."""
-    return in_fresh_process(_bench_variant_worker, variant, args)
-
-
 def fmt_ms(seconds):
     if seconds != seconds:  # nan
         return '–'
