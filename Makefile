@@ -35,22 +35,30 @@ $(STAMP): setup.py | $(PY)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
+# Every test has TEST_TIMEOUT seconds (pytest-timeout): one that hangs fails with its stack
+# instead of holding the whole run until CI gives up. The slowest take well under a minute on a
+# 2-core machine.
+TEST_TIMEOUT ?= 600
+PYTEST := $(PY) -m pytest -q -rs --timeout=$(TEST_TIMEOUT)
+
 # -rs lists every skip, and a skip fails the run (tests/conftest.py): what the Makefile installs
 # is never skipped. CUDA tests are deselected here, not skipped, and run by `make test-gpu`
 # (system, cluster and browser tests by `make test-system`, `make test-cluster` and
 # `make test-browser`, which CI runs after this).
 # One pytest worker per core (pytest-xdist), a test file per worker so module fixtures are built
-# once; tests/conftest.py gives each worker one torch thread.
+# once; tests/conftest.py gives each worker one torch thread. A worker that dies fails the run
+# at once, naming its test: with --dist loadfile, pytest-xdist's replacement worker can wait
+# forever for work that is never sent (pytest-dev/pytest-xdist#784).
 test: lint
-	$(PY) -m pytest -q -rs -n auto --dist loadfile -m 'not cuda and not cluster and not browser and not system' tests
+	$(PYTEST) -n auto --dist loadfile --max-worker-restart=0 -m 'not cuda and not cluster and not browser and not system' tests
 
 test-system: $(STAMP)
-	$(PY) -m pytest -q -rs -m system tests
+	$(PYTEST) -m system tests
 
 test-gpu: $(STAMP)
 	$(PY) -c "import torch, sys; sys.exit(not torch.cuda.is_available())" \
 		|| { echo 'make test-gpu: no CUDA device here' >&2; exit 1; }
-	$(PY) -m pytest -q -rs -m cuda tests
+	$(PYTEST) -m cuda tests
 
 # The Debian packages named in $(1) that are not installed yet, installed with apt (nothing is
 # downloaded when all are there).
@@ -71,7 +79,7 @@ SLURM_DIR ?= /tmp/gunet-slurm
 test-cluster: $(STAMP)
 	$(call apt_install_missing,$(SLURM_DEBS))
 	export GUNET_SLURM_DIR=$(SLURM_DIR); scripts/local_slurm.sh start && . $(SLURM_DIR)/env \
-		&& $(PY) -m pytest -q -rs -m cluster tests/cluster; status=$$?; scripts/local_slurm.sh stop; exit $$status
+		&& $(PYTEST) -m cluster tests/cluster; status=$$?; scripts/local_slurm.sh stop; exit $$status
 
 # Debian's Chromium, installed only when missing, driven by Playwright for Python (the `browser`
 # extra) through /usr/bin/chromium: Playwright's own browser download is never used.
@@ -80,7 +88,7 @@ BROWSER_DEBS ?= chromium
 test-browser: $(STAMP)
 	$(call apt_install_missing,$(BROWSER_DEBS))
 	$(PY) -c "import playwright.sync_api" 2>/dev/null || $(PY) -m pip install --no-build-isolation -e '.[browser]'
-	$(PY) -m pytest -q -rs -m browser tests/browser
+	$(PYTEST) -m browser tests/browser
 
 # The demo runs the commands a user runs on their own data; each step is redone only when what
 # it reads changed, so a second `make demo` just prints the result again, and an interrupted

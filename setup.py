@@ -26,14 +26,14 @@ setup(
         'xxhash',
     ],
     extras_require={
-        'test': ['pytest', 'pytest-xdist', 'scikit-image', 'ruff==0.17.6'],
+        'test': ['pytest', 'pytest-xdist', 'pytest-timeout', 'scikit-image', 'ruff==0.17.6'],
         'deploy': ['onnx', 'onnxscript', 'onnxruntime'],
         # The fastest CPU runtime of scripts/inference.py --backend (with the deploy extra's export).
         'openvino': ['openvino>=2024.0', 'onnx', 'onnxscript'],
         # The demo hazes the photographs that ship with scikit-image.
         'demo': ['scikit-image'],
         # make test-browser: Playwright drives Debian's chromium (no browser download).
-        'browser': ['playwright', 'pytest', 'scikit-image'],
+        'browser': ['playwright', 'pytest', 'pytest-timeout', 'scikit-image'],
     },
     license='MIT',
 )

@@ -124,6 +124,16 @@ def run_env():
     return env
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread_per_worker():
+    """Back to one torch thread after each test: a script run in-process (the benchmark sets
+    its --threads) would otherwise leave this worker competing with the other for the cores,
+    and every later test in it ran several times slower."""
+    yield
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
 def pytest_configure(config):
     config.addinivalue_line('markers', 'cuda: needs a CUDA device (deselect with -m "not cuda")')
     # Tests that need fresh processes for what they check (a kill -9, Ctrl-C, a lock held by

@@ -127,8 +127,6 @@ class GUNetModel(SRModel):
         self.max_bad_steps = int(train_opt.get('max_bad_steps') or 10)
         super().init_training_settings()
         logger = get_root_logger()
-        if self.device.type == 'cpu':
-            logger.info(f'CPU allocator: {keep_freed_memory()}.')
         logger.info(f'Mixed precision: {self.amp}. FrozenBN from iteration: {self.frozen_bn_iter}. '
                     f'Stop after {self.max_bad_steps} NaN/Inf steps in a row.')
 
@@ -162,12 +160,20 @@ class GUNetModel(SRModel):
         self.bn_frozen = frozen
         set_frozen_bn(self.net_g, frozen)
 
+    def _training_loop_started(self):
+        """Process-wide settings for a real training run (BasicSR's loop has started), never
+        for a model that is only built (a notebook, a test) in a process that goes on to do
+        other things: listen for stop signals, and on the CPU keep freed memory for reuse."""
+        self.stop_signals = StopSignals().install()
+        if self.device.type == 'cpu':
+            get_root_logger().info(f'CPU allocator: {keep_freed_memory()}.')
+
     def _agree(self, loss):
         """``(finite, stop)``, the same on every process, in one all-reduce per iteration:
         whether the loss is finite everywhere (all must skip a bad step together) and whether
         any process received a stop signal (all must stop after the same iteration)."""
         if self.stop_signals is None and compat.current_epoch() is not None:
-            self.stop_signals = StopSignals().install()  # a real training loop runs: listen
+            self._training_loop_started()
         stop = self.stop_signals is not None and self.stop_signals.received is not None
         finite = torch.isfinite(loss.detach()).all().float()
         flags = torch.stack([finite, finite.new_tensor(0.0 if stop else 1.0)])
