@@ -88,6 +88,29 @@ def test_openvino_bf16_is_asked_for_and_close(net):
     assert 1e-5 < max_diff(bf16(x), ref) < backends.BF16_TOLERANCE
 
 
+def test_openvino_compiles_for_a_size_it_keeps_seeing(net, monkeypatch):
+    """One image of a size runs in the dynamic model; a size that keeps coming gets a model
+    compiled for it (here at once: STATIC_AFTER 0), which agrees with PyTorch as the dynamic one
+    does; another size runs at once again, in the dynamic model compiled anew."""
+    backend = create_backend(net, 'openvino', log=lambda m: None)
+    x, y = torch.rand(1, 3, 64, 64), torch.rand(2, 3, 40, 72)
+    with torch.no_grad():
+        ref_x, ref_y = net(x), net(y)
+    first = backend(x)
+    assert backend.fixed_shape is None and not backend.settled  # one image: not worth a compile
+    monkeypatch.setattr(backend, 'STATIC_AFTER', 0)
+    dynamic = backend(x)
+    assert backend.fixed_shape == (1, 3, 64, 64) and backend.settled
+    fixed = backend(x)
+    assert max_diff(first, ref_x) < 1e-5 and max_diff(dynamic, ref_x) < 1e-5 and max_diff(fixed, ref_x) < 1e-5
+    compiled = []
+    compile_ = backend._compile
+    monkeypatch.setattr(backend, '_compile', lambda shape: (compiled.append(shape), compile_(shape)))
+    other = backend(y)
+    assert compiled == [None, (2, 3, 40, 72)]  # the dynamic model ran y, then a model for y's shape
+    assert max_diff(other, ref_y) < 1e-5 and backend.fixed_shape == (2, 3, 40, 72)
+
+
 def test_auto_takes_the_fastest_runtime_that_agrees(net, fresh_auto, monkeypatch):
     lines = []
     backend = create_backend(net, 'auto', log=lines.append)
