@@ -8,7 +8,11 @@ median over the rounds, and a speed-up is the median of the per-round ratios to 
 A runtime that adapts to a size it keeps seeing (OpenVINO compiles a model for that fixed size
 after a few seconds of it, see gunet_arch/tools/backends.py) runs until it has before the rounds.
 Separately, one fresh process per form and size times the first image (after the form is set
-up, which is timed too: the compile of a runtime) and the memory that first forward adds.
+up, which is timed too: the compile of a runtime) and the memory that first forward adds, then
+``--alone-repeats`` more images: the form alone in its own warm process, with malloc as it comes,
+as a script that runs only that form meets it. (In the shared process the PyTorch forms reuse
+heap that the other forms keep in use; alone, glibc hands large freed blocks back to the kernel
+and the next image faults them in again.)
 
 Forms: ``baseline`` the official network as the official code runs it (NCHW, eager, the SK
 fusion that concatenates its inputs into a 5-D view; our GUNet with that fusion and memory
@@ -344,10 +348,12 @@ class OpMix:
 
 
 # -- a fresh process ------------------------------------------------------------------------------
-def _first_image_worker(form, config, state_path, official, size, threads):
+def _first_image_worker(form, config, state_path, official, size, threads, alone=0):
     """In a fresh process: ``(setup s, first image s, KiB the first forward added to the
-    resident high-water mark)`` of ``form`` for a GUNet of ``config`` with the weights saved at
-    ``state_path``."""
+    resident high-water mark, median s of ``alone`` more images)`` of ``form`` for a GUNet of
+    ``config`` with the weights saved at ``state_path``. The last is the form alone in a warm
+    process with malloc as it comes, as a script that runs only it meets it (nan if ``alone``
+    is 0)."""
     torch.set_num_threads(threads)
     net = GUNet(**config).eval()
     net.load_state_dict(torch.load(state_path, weights_only=True))
@@ -364,18 +370,20 @@ def _first_image_worker(form, config, state_path, official, size, threads):
         fn(x)
         first = time.perf_counter() - t0
     peak = _high_water_kib() - before if before else float('nan')
-    return setup, first, peak
+    steady = steady_state({form: fn}, [x], alone, warmup=2)[form] if alone else [float('nan')]
+    return setup, first, peak, statistics.median(steady)
 
 
 def first_image(form, net, size, args, state_path):
-    """``(setup s, first image s, peak KiB)`` of ``form`` in a newly started interpreter running
+    """``(setup s, first image s, peak KiB, alone s)`` of ``form`` in a newly started interpreter running
     this file (so it works however this module was imported)."""
     import json
     import subprocess
 
     spec = {'form': form, 'config': {'base_dim': net.base_dim, 'depths': list(net.depths),
                                      'kernel_size': net.kernel_size},
-            'state_path': state_path, 'official': args.official, 'size': size, 'threads': args.threads}
+            'state_path': state_path, 'official': args.official, 'size': size, 'threads': args.threads,
+            'alone': args.alone_repeats}
     done = subprocess.run([sys.executable, os.path.abspath(__file__), '--first-image-probe', json.dumps(spec)],
                           capture_output=True, text=True)
     if done.returncode != 0:
@@ -603,7 +611,7 @@ def render(rows, args):
         head = ['variant', 'form']
         for s in args.sizes:
             head += [f'{s}² steady ms', f'{s}² speed-up', f'{s}² GFLOP/s', f'{s}² share of bound',
-                     f'{s}² first image ms (setup s)', f'{s}² peak MiB']
+                     f'{s}² first image ms (setup s)', f'{s}² peak MiB', f'{s}² alone ms', f'{s}² alone speed-up']
         head.append(f'max |Δ| vs {base_name}')
         out += ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
         for r in rows:
@@ -617,10 +625,12 @@ def render(rows, args):
                     cells += [fmt_ms(ms), f'{speed:.2f}×' if speed else '–', f'{flops / ms / 1e9:.1f}',
                               f'{share * 100:.0f}%' if share else '–']
                     if form in d['first']:
-                        setup, first, peak = d['first'][form]
-                        cells += [f'{fmt_ms(first)} ({setup:.1f})', f'{peak / 1024:.0f}']
+                        setup, first, peak, alone = d['first'][form]
+                        base_alone = d['first'].get('baseline', (0, 0, 0, float('nan')))[3]
+                        cells += [f'{fmt_ms(first)} ({setup:.1f})', f'{peak / 1024:.0f}', fmt_ms(alone),
+                                  f'{base_alone / alone:.2f}×' if base_alone == base_alone and alone == alone else '–']
                     else:
-                        cells += ['–', '–']
+                        cells += ['–'] * 4
                 diff = max(r['sizes'][s]['diff'][form] for s in args.sizes)
                 cells.append(f'{diff:.1e}')
                 out.append('| ' + ' | '.join(cells) + ' |')
@@ -651,6 +661,9 @@ def build_parser():
     parser.add_argument('--op-repeats', type=int, default=9, help='timed runs of each convolution alone')
     parser.add_argument('--first-image', nargs='*', default=None, choices=FORMS, metavar='FORM',
                         help='forms timed on a first image in a fresh process (default: all; none: skip)')
+    parser.add_argument('--alone-repeats', type=int, default=8,
+                        help='images each first-image process times after its first (the form alone, '
+                             'malloc as it comes; 0: skip)')
     parser.add_argument('--train-variants', nargs='*', default=list(VARIANTS), choices=list(VARIANTS),
                         help='variants whose training step is timed')
     parser.add_argument('--train-batch', type=int, default=16, help='training batch (default 16)')

@@ -226,7 +226,7 @@ def test_benchmark_prints_its_tables(monkeypatch, capsys):
     assert out.startswith('CPU: ') and 'avx512_bf16' in out and 'load average' in out
     for column in ('32² op-mix bound ms (fp32 / bf16)', '32² bound GFLOP/s (fp32 / bf16)', '32² steady ms',
                    '32² speed-up', '32² GFLOP/s', '32² share of bound', '32² first image ms (setup s)',
-                   '32² peak MiB', 'max |Δ| vs baseline'):
+                   '32² peak MiB', '32² alone ms', '32² alone speed-up', 'max |Δ| vs baseline'):
         assert f'| {column} |' in out
     rows = {line.split(' | ')[1] for line in out.splitlines() if line.startswith('| Q | ')}
     # openvino-bf16 only where the CPU has bfloat16 units (the flags line says which).
@@ -239,8 +239,9 @@ def test_benchmark_first_image_probe(tmp_path):
     bench = load_script('benchmark')
     torch.save(GUNet(depths=DEPTHS).state_dict(), tmp_path / 'net.pth')
     config = {'base_dim': 24, 'depths': DEPTHS, 'kernel_size': 5}
-    setup, first, peak = bench._first_image_worker('openvino', config, str(tmp_path / 'net.pth'), None, 40, 1)
-    assert setup > 0 and first > 0 and peak >= 0
+    setup, first, peak, alone = bench._first_image_worker('openvino', config, str(tmp_path / 'net.pth'), None, 40, 1,
+                                                          alone=2)
+    assert setup > 0 and first > 0 and peak >= 0 and alone > 0
 
 
 def test_benchmark_training_worker(monkeypatch):
