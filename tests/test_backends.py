@@ -111,6 +111,25 @@ def test_openvino_compiles_for_a_size_it_keeps_seeing(net, monkeypatch):
     assert max_diff(other, ref_y) < 1e-5 and backend.fixed_shape == (2, 3, 40, 72)
 
 
+def test_openvino_keeps_the_dynamic_model_when_a_fixed_size_will_not_compile(net, monkeypatch, capsys):
+    backend = create_backend(net, 'openvino', log=lambda m: None)
+    monkeypatch.setattr(backend, 'STATIC_AFTER', 0)
+    compile_ = backend._compile
+
+    def no_fixed_sizes(shape):
+        if shape is not None:
+            raise RuntimeError('no fixed sizes here')
+        compile_(shape)
+
+    monkeypatch.setattr(backend, '_compile', no_fixed_sizes)
+    x = torch.rand(1, 3, 48, 48)
+    with torch.no_grad():
+        ref = net(x)
+    for _ in range(3):  # tried once for this run of one size, then left alone
+        assert max_diff(backend(x), ref) < 1e-5 and backend.fixed_shape is None
+    assert capsys.readouterr().err.count('could not compile for (1, 3, 48, 48)') == 1
+
+
 def test_auto_takes_the_fastest_runtime_that_agrees(net, fresh_auto, monkeypatch):
     lines = []
     backend = create_backend(net, 'auto', log=lines.append)

@@ -198,7 +198,12 @@ class OpenVINOBackend(Backend):
         if self.fixed_shape is None:
             self._run_s += time.perf_counter() - t0
             if self._run_s >= self.STATIC_AFTER * self._switch_s:
-                self._compile(shape)
+                try:
+                    self._compile(shape)
+                except RuntimeError as err:  # keep the dynamic model, which just ran this shape
+                    _stderr(f'note: OpenVINO could not compile for {shape} ({err}); keeping the dynamic model')
+                    self._compile(None)
+                    self._run_s = float('-inf')  # not again for this run of one shape
         return out
 
 
