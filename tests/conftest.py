@@ -1,9 +1,12 @@
 """Shared fixtures: a tiny ITS-style set (hazy/<id>_<k>_<beta>.png, clear/<id>.png) and tiny
 option dicts, so model and training tests run in seconds on a CPU."""
+import atexit
 import copy
 import importlib.util
 import os
+import shutil
 import sys
+import tempfile
 
 import cv2
 import numpy as np
@@ -13,6 +16,13 @@ import yaml
 from torch import nn
 
 import gunet_arch  # noqa: F401  (first: it makes basicsr 1.4.2 importable with current torchvision)
+
+# The ONNX graphs the tests export are kept in a folder of this test run, not in the user's
+# cache (~/.cache/gunet-basicsr). pytest-xdist's workers and the tests' subprocesses inherit it
+# through the environment; the process that made it removes it at exit.
+if 'GUNET_CACHE_DIR' not in os.environ:
+    os.environ['GUNET_CACHE_DIR'] = tempfile.mkdtemp(prefix='gunet-test-cache-')
+    atexit.register(shutil.rmtree, os.environ['GUNET_CACHE_DIR'], True)
 
 # The test machines have few cores; one thread per process keeps parallel runs from thrashing.
 torch.set_num_threads(1)
