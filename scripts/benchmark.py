@@ -280,10 +280,7 @@ def conv_op_forms(sig, threads, bf16=False):
     if backends.installed('onnxruntime'):
         import onnxruntime as ort
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-        opts.add_session_config_entry('session.intra_op.allow_spinning', '0')  # as backends.py
-        session = ort.InferenceSession(graph, opts, providers=['CPUExecutionProvider'])
+        session = ort.InferenceSession(graph, backends.onnxruntime_options(threads), providers=['CPUExecutionProvider'])
         # Bound once: the input used in place and the output written into one buffer, so that
         # only the convolution is timed (session.run would allocate a new output every call).
         binding = session.io_binding()

@@ -110,6 +110,20 @@ def _as_array(x):
     return np.ascontiguousarray(x.detach().to('cpu', torch.float32).numpy())
 
 
+def onnxruntime_options(threads=None):
+    """ONNX Runtime's session options as OnnxRuntimeBackend runs a graph (scripts/benchmark.py
+    runs its single convolutions with them too)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry('session.intra_op.allow_spinning', '0')
+    return options
+
+
 class OnnxRuntimeBackend(Backend):
     """ONNX Runtime's CPU provider on the deployed graph, all graph optimisations on, as many
     intra-op threads as PyTorch uses (OMP_NUM_THREADS / torch.set_num_threads rule both), and
@@ -123,13 +137,7 @@ class OnnxRuntimeBackend(Backend):
         super().__init__(net)
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
-        self.session = ort.InferenceSession(graph, options, providers=['CPUExecutionProvider'])
+        self.session = ort.InferenceSession(graph, onnxruntime_options(threads), providers=['CPUExecutionProvider'])
 
     def __call__(self, x):
         return torch.from_numpy(self.session.run(None, {'image': _as_array(x)})[0])
