@@ -7,12 +7,18 @@ each round) so that a change in the machine's load hits all of them alike; each 
 median over the rounds, and a speed-up is the median of the per-round ratios to the baseline.
 A runtime that adapts to a size it keeps seeing (OpenVINO compiles a model for that fixed size
 after a few seconds of it, see gunet_arch/tools/backends.py) runs until it has before the rounds.
+
+In one process the forms share one heap, and a PyTorch form's time depends on what the others
+leave in it: the baseline of gUNet-S at 512² took 730 to 1,550 ms depending on which forms
+shared its process. So each form is also timed against the baseline with the two in warm
+processes of their own (``own process``), taking turns image by image, only those two running:
+as a script that runs only that form meets it, glibc's malloc as it comes, which hands the large
+freed activations back to the kernel and faults them in again on the next image. And once more
+with both processes keeping freed memory for reuse, as GUNetModel sets it for CPU training
+(``own process, malloc kept``): the baseline at its fastest, which the official code does not do.
+
 Separately, one fresh process per form and size times the first image (after the form is set
-up, which is timed too: the compile of a runtime) and the memory that first forward adds, then
-``--alone-repeats`` more images: the form alone in its own warm process, with malloc as it comes,
-as a script that runs only that form meets it. (In the shared process the PyTorch forms reuse
-heap that the other forms keep in use; alone, glibc hands large freed blocks back to the kernel
-and the next image faults them in again.)
+up, which is timed too: the compile of a runtime) and the memory that first forward adds.
 
 Forms: ``baseline`` the official network as the official code runs it (NCHW, eager, the SK
 fusion that concatenates its inputs into a 5-D view; our GUNet with that fusion and memory
@@ -201,27 +207,133 @@ def _log(message):
     print(message, file=sys.stderr, flush=True)
 
 
-def steady_state(fns, inputs, rounds, warmup=2):
-    """``{form: [seconds per round]}``: every form on the same image each round, forms taking
-    turns in an order that rotates from round to round, images cycling through ``inputs``."""
-    names = list(fns)
+def settle(fn, x, limit_s=120):
+    """Run ``fn`` on ``x`` until a runtime that adapts to a size it keeps seeing has (OpenVINO
+    compiles for it after a few seconds), as it would in a folder of same-size photos."""
+    deadline = time.perf_counter() + limit_s
+    while not getattr(fn, 'settled', True) and time.perf_counter() < deadline:
+        fn(x)
+
+
+def take_turns(timers, rounds, n_inputs, warmup=2):
+    """``{name: [seconds per round]}`` of ``timers`` (``name -> callable(image index) -> seconds``)
+    taking turns image by image, in an order that rotates from round to round, the images cycling
+    through ``n_inputs``; the first ``warmup`` rounds are not kept."""
+    names = list(timers)
     times = {k: [] for k in names}
-    with torch.inference_mode():
-        # A runtime that adapts to a size it keeps seeing (OpenVINO compiles for it after a few
-        # seconds) first runs until it has, as in a folder of same-size photos.
-        for k in names:
-            deadline = time.perf_counter() + 120
-            while not getattr(fns[k], 'settled', True) and time.perf_counter() < deadline:
-                fns[k](inputs[0])
-        for i in range(warmup + rounds):
-            x = inputs[i % len(inputs)]
-            shift = i % len(names)
-            for k in names[shift:] + names[:shift]:
-                t0 = time.perf_counter()
-                fns[k](x)
-                if i >= warmup:
-                    times[k].append(time.perf_counter() - t0)
+    for i in range(warmup + rounds):
+        shift = i % len(names)
+        for k in names[shift:] + names[:shift]:
+            seconds = timers[k](i % n_inputs)
+            if i >= warmup:
+                times[k].append(seconds)
     return times
+
+
+def timed_call(fn, inputs):
+    """``fn`` as a timer for ``take_turns``: seconds of one call on ``inputs[i]``."""
+
+    def timer(i):
+        t0 = time.perf_counter()
+        fn(inputs[i])
+        return time.perf_counter() - t0
+
+    return timer
+
+
+def steady_state(fns, inputs, rounds, warmup=2):
+    """``{form: [seconds per round]}``: every form of ``fns`` in this process, on the same image
+    each round, taking turns (``take_turns``)."""
+    with torch.inference_mode():
+        for fn in fns.values():
+            settle(fn, inputs[0])
+        return take_turns({k: timed_call(fn, inputs) for k, fn in fns.items()}, rounds, len(inputs), warmup)
+
+
+# -- each form in a warm process of its own -------------------------------------------------------
+def _load_form(form, config, state_path, official, threads):
+    """``form`` of a GUNet of ``config`` with the weights saved at ``state_path``."""
+    net = GUNet(**config).eval()
+    net.load_state_dict(torch.load(state_path, weights_only=True))
+    baseline = plain_baseline(net).eval()
+    if official:
+        baseline = OfficialWrapper(load_official(official, net.variant, net.state_dict()), net).eval()
+    return build_form(form, net, baseline, threads)
+
+
+def _form_worker(form, config, state_path, official, inputs_path, threads, malloc):
+    """The process of one ``FormWorker``: ``form`` built once, then, per line read from stdin,
+    ``settle SIZE`` (reply when the form has settled on that size) or ``SIZE I`` (dehaze image I
+    of that size, reply the seconds it took). Replies are the stdout lines that start with '@'."""
+    torch.set_num_threads(threads)
+    if malloc == 'kept':
+        keep_freed_memory()
+    fn = _load_form(form, config, state_path, official, threads)
+    inputs = torch.load(inputs_path, weights_only=True)
+    print('@ready', flush=True)
+    with torch.inference_mode():
+        for line in sys.stdin:
+            words = line.split()
+            if words[0] == 'settle':
+                settle(fn, inputs[int(words[1])][0])
+                print('@settled', flush=True)
+            else:
+                x = inputs[int(words[0])][int(words[1])]
+                t0 = time.perf_counter()
+                fn(x)
+                print(f'@{time.perf_counter() - t0!r}', flush=True)
+
+
+class FormWorker:
+    """``form`` in a warm process of its own, as a script that runs only that form meets it: its
+    own heap, glibc's malloc as it comes (or keeping freed memory, ``malloc='kept'``). Forms that
+    share one process share one heap, and a PyTorch form's time then depends on what the others
+    left in it: the baseline of gUNet-S at 512² took 730-1,550 ms in one process depending on the
+    forms beside it, against 1,300-1,520 ms in a process of its own."""
+
+    def __init__(self, form, config, state_path, official, inputs_path, threads, malloc='default'):
+        import json
+        import subprocess
+
+        self.form = form
+        self._stderr = tempfile.TemporaryFile()
+        spec = {'form': form, 'config': config, 'state_path': state_path, 'official': official,
+                'inputs_path': inputs_path, 'threads': threads, 'malloc': malloc}
+        self.process = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), '--form-worker', json.dumps(spec)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
+
+    def _ask(self, line=None):
+        if line is not None:
+            self.process.stdin.write(line + '\n')
+            self.process.stdin.flush()
+        for reply in self.process.stdout:
+            if reply.startswith('@'):
+                return reply[1:].strip()
+        self.process.wait()
+        self._stderr.seek(0)
+        tail = self._stderr.read().decode(errors='replace')[-3000:]
+        raise RuntimeError(f'the process timing {self.form} ended (exit {self.process.returncode}):\n{tail}')
+
+    def ready(self):
+        self._ask()
+
+    def settle(self, size):
+        self._ask(f'settle {size}')
+
+    def timer(self, size):
+        """A timer for ``take_turns``: the seconds image I of ``size`` took in the worker."""
+        return lambda i: float(self._ask(f'{size} {i}'))
+
+    def close(self):
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=60)
+            except Exception:  # noqa: BLE001 - a worker that will not end is killed
+                self.process.kill()
+                self.process.wait()
+        self._stderr.close()
 
 
 # -- the op-mix bound -----------------------------------------------------------------------------
@@ -345,21 +457,14 @@ class OpMix:
 
 
 # -- a fresh process ------------------------------------------------------------------------------
-def _first_image_worker(form, config, state_path, official, size, threads, alone=0):
+def _first_image_worker(form, config, state_path, official, size, threads):
     """In a fresh process: ``(setup s, first image s, KiB the first forward added to the
-    resident high-water mark, median s of ``alone`` more images)`` of ``form`` for a GUNet of
-    ``config`` with the weights saved at ``state_path``. The last is the form alone in a warm
-    process with malloc as it comes, as a script that runs only it meets it (nan if ``alone``
-    is 0)."""
+    resident high-water mark)`` of ``form`` for a GUNet of ``config`` with the weights saved at
+    ``state_path``."""
     torch.set_num_threads(threads)
-    net = GUNet(**config).eval()
-    net.load_state_dict(torch.load(state_path, weights_only=True))
-    baseline = plain_baseline(net).eval()
-    if official:
-        baseline = OfficialWrapper(load_official(official, net.variant, net.state_dict()), net).eval()
     x = torch.rand(1, 3, size, size)
     t0 = time.perf_counter()
-    fn = build_form(form, net, baseline, threads)
+    fn = _load_form(form, config, state_path, official, threads)
     setup = time.perf_counter() - t0
     before = _high_water_kib() if os.path.exists('/proc/self/status') else 0
     with torch.inference_mode():
@@ -367,25 +472,26 @@ def _first_image_worker(form, config, state_path, official, size, threads, alone
         fn(x)
         first = time.perf_counter() - t0
     peak = _high_water_kib() - before if before else float('nan')
-    steady = steady_state({form: fn}, [x], alone, warmup=2)[form] if alone else [float('nan')]
-    return setup, first, peak, statistics.median(steady)
+    return setup, first, peak
 
 
 def first_image(form, net, size, args, state_path):
-    """``(setup s, first image s, peak KiB, alone s)`` of ``form`` in a newly started interpreter running
+    """``(setup s, first image s, peak KiB)`` of ``form`` in a newly started interpreter running
     this file (so it works however this module was imported)."""
     import json
     import subprocess
 
-    spec = {'form': form, 'config': {'base_dim': net.base_dim, 'depths': list(net.depths),
-                                     'kernel_size': net.kernel_size},
-            'state_path': state_path, 'official': args.official, 'size': size, 'threads': args.threads,
-            'alone': args.alone_repeats}
+    spec = {'form': form, 'config': _config(net), 'state_path': state_path, 'official': args.official,
+            'size': size, 'threads': args.threads}
     done = subprocess.run([sys.executable, os.path.abspath(__file__), '--first-image-probe', json.dumps(spec)],
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f'first-image probe of {form} at {size}² failed:\n{done.stderr[-3000:]}')
     return tuple(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _config(net):
+    return {'base_dim': net.base_dim, 'depths': list(net.depths), 'kernel_size': net.kernel_size}
 
 
 def _peak_forward_kib(variant, form, size, threads):
@@ -396,9 +502,8 @@ def _peak_forward_kib(variant, form, size, threads):
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, 'net.pth')
         torch.save(net.state_dict(), path)
-        config = {'base_dim': net.base_dim, 'depths': list(net.depths), 'kernel_size': net.kernel_size}
         form = 'deployed' if form == 'deploy' else form
-        return _first_image_worker(form, config, path, None, size, threads)[2]
+        return _first_image_worker(form, _config(net), path, None, size, threads)[2]
 
 
 def _high_water_kib():
@@ -503,47 +608,112 @@ def _runtime_versions():
     return ', '.join(out)
 
 
+def own_process_rounds(variant, forms, net, args, state_path, inputs_path, all_inputs):
+    """``{size: {(form, malloc): (baseline seconds, form seconds)}}``: each form against the
+    baseline, the two in warm processes of their own (``FormWorker``) taking turns image by image,
+    malloc as it comes and, with ``--kept-malloc``, kept. Only those two processes run, as on a
+    machine where one script dehazes a folder, and this process has built none of its forms yet."""
+    mallocs = ['default'] + ['kept'] * args.kept_malloc
+    _log(f'gUNet-{variant.upper()}: each form against the baseline, each in a process of its own')
+    rounds = {size: {} for size in args.sizes}
+
+    def worker(form, malloc):
+        w = FormWorker(form, _config(net), state_path, args.official, inputs_path, args.threads, malloc)
+        try:
+            w.ready()
+        except BaseException:
+            w.close()
+            raise
+        return w
+
+    for malloc in mallocs:
+        base = worker('baseline', malloc)
+        try:
+            for form in forms:
+                if form == 'baseline':
+                    continue
+                other = worker(form, malloc)
+                try:
+                    for size in args.sizes:
+                        base.settle(size)
+                        other.settle(size)
+                        t = take_turns({'baseline': base.timer(size), form: other.timer(size)}, args.repeats,
+                                       len(all_inputs[size]))
+                        rounds[size][(form, malloc)] = (t['baseline'], t[form])
+                finally:
+                    other.close()
+        finally:
+            base.close()
+    return rounds
+
+
+def measure_size(size, inputs, fns, deployed, own, net, args, state_path, forms):
+    """Every figure of one image size: output differences, the op-mix bound and steady state in
+    this process (``fns``), the rounds of each form in its own process (``own``), the first image."""
+    _log(f'gUNet-{net.variant.upper() if net.variant else "?"} {size}x{size}: op-mix bound, steady state, '
+         'first image ...')
+    with torch.inference_mode():
+        ref = fns['baseline'](inputs[0])
+        diff = {k: float((fn(inputs[0]).float() - ref).abs().max()) for k, fn in fns.items()}
+    precisions = ['fp32'] + ['bf16'] * (any(f in BF16_FORMS for f in forms) and backends.installed('openvino'))
+    mix = OpMix(conv_mix(deployed, size), args.threads, args.op_repeats, precisions)
+    bound_names = {p: f'op-mix bound {p}' for p in precisions}
+    times = steady_state(dict(fns, **{bound_names[p]: mix.runner(p) for p in precisions}), inputs, args.repeats)
+    first = {f: first_image(f, net, size, args, state_path) for f in forms if f in args.first_image}
+
+    def ratio(times, num, den):  # median of the per-round ratios
+        return statistics.median(a / b for a, b in zip(times[num], times[den]))
+
+    def bound(form):
+        return bound_names.get('bf16' if form in BF16_FORMS else 'fp32')
+
+    own_ms, own_speedup = {}, {}
+    for malloc in ('default', 'kept'):
+        pairs = {f: own[(f, malloc)] for f in forms if (f, malloc) in own}
+        if not pairs:
+            continue
+        own_ms[malloc] = {f: statistics.median(t) for f, (_, t) in pairs.items()}
+        own_ms[malloc]['baseline'] = statistics.median(t for base, _ in pairs.values() for t in base)
+        own_speedup[malloc] = {f: statistics.median(b / t for b, t in zip(*pair)) for f, pair in pairs.items()}
+        own_speedup[malloc]['baseline'] = 1.0
+    return {
+        'ms': {k: statistics.median(times[k]) for k in fns},
+        'speedup': {k: ratio(times, 'baseline', k) for k in fns},
+        'share': {k: ratio(times, bound(k), k) for k in fns if bound(k)},
+        'own_ms': own_ms, 'own_speedup': own_speedup,
+        'bounds': {p: (statistics.median(times[n]), mix.flops, mix.wins[p]) for p, n in bound_names.items()},
+        'rounds': args.repeats, 'diff': diff, 'first': first,
+    }
+
+
 def bench_variant(variant, args):
-    """One variant: sizes, op-mix bounds, steady state and first image of every form, training."""
+    """One variant: sizes, op-mix bounds, steady state (in one process and in a process per form)
+    and first image of every form, training."""
     torch.manual_seed(0)
     net = GUNet(variant=variant).eval()
     random_bn_statistics(net)
+    forms = available_forms(args.forms)
     row = {'variant': variant.upper(), 'params': sum(p.numel() for p in net.parameters()), 'macs': count_macs(net),
-           'forms': available_forms(args.forms), 'sizes': {}}
-    baseline = plain_baseline(net).eval()
-    if args.official:
-        baseline = OfficialWrapper(load_official(args.official, variant, net.state_dict()), net).eval()
-    fns = {form: build_form(form, net, baseline, args.threads) for form in row['forms']}
-    deployed = fns.get('deployed') or copy.deepcopy(net).deploy()
+           'forms': forms, 'sizes': {}}
     with tempfile.TemporaryDirectory() as tmp:
-        state_path = os.path.join(tmp, 'net.pth')
+        state_path, inputs_path = os.path.join(tmp, 'net.pth'), os.path.join(tmp, 'inputs.pt')
         torch.save(net.state_dict(), state_path)
+        all_inputs = {}
         for size in args.sizes:
-            _log(f'gUNet-{variant.upper()} {size}x{size}: op-mix bound, steady state, first image ...')
             g = torch.Generator().manual_seed(size)
-            inputs = [torch.rand(1, 3, size, size, generator=g) for _ in range(3)]
-            with torch.inference_mode():
-                ref = baseline(inputs[0])
-                diff = {k: float((fn(inputs[0]).float() - ref).abs().max()) for k, fn in fns.items()}
-            precisions = ['fp32'] + ['bf16'] * (any(f in BF16_FORMS for f in row['forms'])
-                                                 and backends.installed('openvino'))
-            mix = OpMix(conv_mix(deployed, size), args.threads, args.op_repeats, precisions)
-            bound_names = {p: f'op-mix bound {p}' for p in precisions}
-            timed = dict(fns, **{bound_names[p]: mix.runner(p) for p in precisions})
-            times = steady_state(timed, inputs, args.repeats)
-            first = {f: first_image(f, net, size, args, state_path) for f in row['forms'] if f in args.first_image}
-
-            def ratio(num, den, times=times):  # median of the per-round ratios
-                return statistics.median(a / b for a, b in zip(times[num], times[den]))
-
-            row['sizes'][size] = {
-                'ms': {k: statistics.median(times[k]) for k in fns},
-                'speedup': {k: ratio('baseline', k) for k in fns},
-                'share': {k: ratio(bound_names['bf16' if k in BF16_FORMS else 'fp32'], k) for k in fns
-                          if ('bf16' if k in BF16_FORMS else 'fp32') in bound_names},
-                'bounds': {p: (statistics.median(times[n]), mix.flops, mix.wins[p]) for p, n in bound_names.items()},
-                'rounds': args.repeats, 'diff': diff, 'first': first,
-            }
+            all_inputs[size] = [torch.rand(1, 3, size, size, generator=g) for _ in range(3)]
+        torch.save(all_inputs, inputs_path)
+        own = {}
+        if args.sizes and args.own_process:
+            own = own_process_rounds(variant, forms, net, args, state_path, inputs_path, all_inputs)
+        baseline = plain_baseline(net).eval()
+        if args.official:
+            baseline = OfficialWrapper(load_official(args.official, variant, net.state_dict()), net).eval()
+        fns = {form: build_form(form, net, baseline, args.threads) for form in forms}
+        deployed = fns.get('deployed') or copy.deepcopy(net).deploy()
+        for size in args.sizes:
+            row['sizes'][size] = measure_size(size, all_inputs[size], fns, deployed, own.get(size, {}), net, args,
+                                              state_path, forms)
     if variant in args.train_variants:
         row['train'], row['train_diff'] = in_fresh_process(_train_worker, variant, args)
     return row
@@ -606,9 +776,13 @@ def render(rows, args):
             out.append('| ' + ' | '.join(cells) + ' |')
         out.append('')
         head = ['variant', 'form']
+        mallocs = {'default': 'own process', 'kept': 'own process, malloc kept'}
+        mallocs = {k: v for k, v in mallocs.items() if args.own_process and (k == 'default' or args.kept_malloc)}
         for s in args.sizes:
-            head += [f'{s}² steady ms', f'{s}² speed-up', f'{s}² GFLOP/s', f'{s}² share of bound',
-                     f'{s}² first image ms (setup s)', f'{s}² peak MiB', f'{s}² alone ms', f'{s}² alone speed-up']
+            head += [f'{s}² steady ms', f'{s}² speed-up', f'{s}² GFLOP/s', f'{s}² share of bound']
+            for label in mallocs.values():
+                head += [f'{s}² {label} ms', f'{s}² {label} speed-up']
+            head += [f'{s}² first image ms (setup s)', f'{s}² peak MiB']
         head.append(f'max |Δ| vs {base_name}')
         out += ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
         for r in rows:
@@ -621,13 +795,14 @@ def render(rows, args):
                     speed, share = d['speedup'].get(form), d['share'].get(form)
                     cells += [fmt_ms(ms), f'{speed:.2f}×' if speed else '–', f'{flops / ms / 1e9:.1f}',
                               f'{share * 100:.0f}%' if share else '–']
+                    for malloc in mallocs:
+                        ms_, speed_ = d['own_ms'].get(malloc, {}), d['own_speedup'].get(malloc, {})
+                        cells += [fmt_ms(ms_[form]), f'{speed_[form]:.2f}×'] if form in ms_ else ['–', '–']
                     if form in d['first']:
-                        setup, first, peak, alone = d['first'][form]
-                        base_alone = d['first'].get('baseline', (0, 0, 0, float('nan')))[3]
-                        cells += [f'{fmt_ms(first)} ({setup:.1f})', f'{peak / 1024:.0f}', fmt_ms(alone),
-                                  f'{base_alone / alone:.2f}×' if base_alone == base_alone and alone == alone else '–']
+                        setup, first, peak = d['first'][form]
+                        cells += [f'{fmt_ms(first)} ({setup:.1f})', f'{peak / 1024:.0f}']
                     else:
-                        cells += ['–'] * 4
+                        cells += ['–'] * 2
                 diff = max(r['sizes'][s]['diff'][form] for s in args.sizes)
                 cells.append(f'{diff:.1e}')
                 out.append('| ' + ' | '.join(cells) + ' |')
@@ -658,9 +833,11 @@ def build_parser():
     parser.add_argument('--op-repeats', type=int, default=9, help='timed runs of each convolution alone')
     parser.add_argument('--first-image', nargs='*', default=None, choices=FORMS, metavar='FORM',
                         help='forms timed on a first image in a fresh process (default: all; none: skip)')
-    parser.add_argument('--alone-repeats', type=int, default=8,
-                        help='images each first-image process times after its first (the form alone, '
-                             'malloc as it comes; 0: skip)')
+    parser.add_argument('--own-process', action=argparse.BooleanOptionalAction, default=True,
+                        help='also time each form in a warm process of its own (default: on)')
+    parser.add_argument('--kept-malloc', action=argparse.BooleanOptionalAction, default=True,
+                        help='with --own-process, also time each form in a process of its own whose malloc '
+                             'keeps freed memory (default: on)')
     parser.add_argument('--train-variants', nargs='*', default=list(VARIANTS), choices=list(VARIANTS),
                         help='variants whose training step is timed')
     parser.add_argument('--train-batch', type=int, default=16, help='training batch (default 16)')
@@ -671,6 +848,7 @@ def build_parser():
                              "the CPU (gunet_arch/models/cpu_allocator.py); 'default': malloc as it comes")
     parser.add_argument('--official', metavar='PATH', help='a clone of IDKiro/gUNet to time side by side')
     parser.add_argument('--first-image-probe', metavar='JSON', help=argparse.SUPPRESS)  # first_image's child
+    parser.add_argument('--form-worker', metavar='JSON', help=argparse.SUPPRESS)  # a FormWorker's process
     return parser
 
 
@@ -680,6 +858,11 @@ def main(argv=None):
         import json
 
         print(json.dumps(_first_image_worker(**json.loads(args.first_image_probe))))
+        return
+    if args.form_worker:
+        import json
+
+        _form_worker(**json.loads(args.form_worker))
         return
     if 'baseline' not in args.forms:
         args.forms = ['baseline'] + list(args.forms)
@@ -698,7 +881,8 @@ def main(argv=None):
           + ', '.join(f + ('' if on else ' (no)') for f, on in flags.items()))
     what = [f'{_runtime_versions()}; {args.threads} threads']
     if args.sizes:
-        what.append(f'batch 1 inference, median of {args.repeats} round-robin rounds in one process')
+        what.append(f'batch 1 inference, median of {args.repeats} round-robin rounds in one process'
+                    + (', and with each form and the baseline in processes of their own' if args.own_process else ''))
     if any('train' in r for r in rows):
         kept = ' (freed memory kept, as GUNetModel trains on the CPU)' if args.train_allocator == 'kept' else ''
         what.append(f'training: batch {args.train_batch} at {args.train_size}², median of {args.train_repeats}, '
