@@ -289,7 +289,7 @@ class FormWorker:
     own heap, glibc's malloc as it comes (or keeping freed memory, ``malloc='kept'``). Forms that
     share one process share one heap, and a PyTorch form's time then depends on what the others
     left in it: the baseline of gUNet-S at 512² took 730-1,550 ms in one process depending on the
-    forms beside it, against 1,300-1,520 ms in a process of its own."""
+    forms beside it, against 1,190-1,640 ms in a process of its own."""
 
     def __init__(self, form, config, state_path, official, inputs_path, threads, malloc='default'):
         import json
