@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import sys
 
 import torch
@@ -22,6 +23,11 @@ from .atomic import atomic_write_bytes
 MIN_EXPORT_SIDE = 24
 DEFAULT_OPSET = 18
 CACHE_ENV = 'GUNET_CACHE_DIR'
+# Graphs kept in the cache folder, the most recently used first. The key holds the versions of
+# torch, onnx, onnxscript and of this package's network code, so every upgrade starts new
+# traces (6-20 MB each) and the old ones would otherwise stay for good.
+MAX_CACHED_GRAPHS = 8
+_CACHED_NAME = re.compile(r'gunet-[0-9a-f]{32}\.onnx')
 
 _graphs = {}  # graph key -> ONNX bytes of the traced graph (weights of whichever model traced it)
 
@@ -154,7 +160,7 @@ def deployed_graph(net, opset=DEFAULT_OPSET, optimize=False, log=None):
     key = graph_key(net, opset)
     folder = cache_dir()
     path = os.path.join(folder, f'gunet-{key}.onnx') if folder else None
-    for source in (_graphs.get(key), _read_cached(path) if path else None):
+    for from_file, source in enumerate((_graphs.get(key), _read_cached(path) if path else None)):
         if source is not None:
             try:
                 graph = _with_weights(source, state)
@@ -162,7 +168,9 @@ def deployed_graph(net, opset=DEFAULT_OPSET, optimize=False, log=None):
                 graph = None
             if graph is not None:
                 _graphs[key] = source
-                if path and not os.path.isfile(path):
+                if from_file:
+                    _mark_used(path)
+                elif path and not os.path.isfile(path):
                     _write_cache(path, source, log)
                 return _optimized(graph) if optimize else graph
     if log:
@@ -189,6 +197,37 @@ def _write_cache(path, graph, log):
         if log:
             log(f'note: cannot cache the ONNX graph in {os.path.dirname(path)} ({err}); '
                 'it is kept for this process only')
+        return
+    prune_cache(os.path.dirname(path))
+
+
+def _mark_used(path):
+    """Record a read of a cached graph in its modification time (access times are often not
+    kept), which is what ``prune_cache`` orders by."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def prune_cache(folder, keep=MAX_CACHED_GRAPHS):
+    """Delete all but the ``keep`` most recently used graphs in ``folder``. Only files named as
+    ``deployed_graph`` names them are touched; one that another process removes first is skipped."""
+    try:
+        names = [n for n in os.listdir(folder) if _CACHED_NAME.fullmatch(n)]
+    except OSError:
+        return
+    stamped = []
+    for name in names:
+        try:
+            stamped.append((os.stat(os.path.join(folder, name)).st_mtime, name))
+        except OSError:
+            continue
+    for _, name in sorted(stamped, reverse=True)[keep:]:
+        try:
+            os.remove(os.path.join(folder, name))
+        except OSError:
+            pass
 
 
 def graph_is_cached(net, opset=DEFAULT_OPSET):

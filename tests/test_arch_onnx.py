@@ -45,3 +45,39 @@ def test_the_trace_is_kept_per_architecture_and_refuses_other_weights():
     other = GUNet(depths=[1, 1, 1, 2, 1, 1, 1]).eval().deploy()
     assert graph_key(other) != graph_key(same)
     assert _with_weights(trace, other.state_dict()) is None
+
+
+def test_the_cache_folder_keeps_the_most_recently_used_graphs(tmp_path, monkeypatch):
+    """Each upgrade traces anew, so the folder is pruned to MAX_CACHED_GRAPHS when a graph is
+    added: the least recently used go (a read counts as a use), other files stay."""
+    import os
+
+    from gunet_arch import export
+
+    monkeypatch.setenv(export.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(export, '_graphs', {})
+    net = GUNet(depths=[1, 1, 1, 1, 1, 1, 1]).eval().deploy()
+    key = export.graph_key(net)
+    old = [tmp_path / f'gunet-{i:032x}.onnx' for i in range(export.MAX_CACHED_GRAPHS + 2)]
+    for age, path in enumerate(old):
+        path.write_bytes(b'stale')
+        os.utime(path, (1e9 - age, 1e9 - age))  # old[0] is the most recent of them
+    other = tmp_path / 'notes.txt'
+    other.write_text('not a graph')
+    os.utime(other, (1, 1))
+
+    export.deployed_graph(net)  # traces (nothing cached for this key) and writes its graph
+    kept = sorted(p.name for p in tmp_path.glob('gunet-*.onnx'))
+    expected = sorted([f'gunet-{key}.onnx'] + [p.name for p in old[:export.MAX_CACHED_GRAPHS - 1]])
+    assert kept == expected and other.exists()
+
+    # A read marks a graph as used: read in another process (this one forgets its trace), the
+    # graph is now the most recent, and the next write prunes an older one instead.
+    cached = tmp_path / f'gunet-{key}.onnx'
+    os.utime(cached, (1, 1))
+    monkeypatch.setattr(export, '_graphs', {})
+    export.deployed_graph(net)
+    assert cached.stat().st_mtime > 1e9
+    export.prune_cache(str(tmp_path), keep=2)
+    assert sorted(p.name for p in tmp_path.glob('gunet-*.onnx')) == sorted([cached.name, old[0].name])
+    assert other.exists()
