@@ -160,7 +160,13 @@ def deployed_graph(net, opset=DEFAULT_OPSET, optimize=False, log=None):
     key = graph_key(net, opset)
     folder = cache_dir()
     path = os.path.join(folder, f'gunet-{key}.onnx') if folder else None
-    for from_file, source in enumerate((_graphs.get(key), _read_cached(path) if path else None)):
+
+    def sources():  # (from the file?, trace): the file is read only if this process has none that fits
+        yield False, _graphs.get(key)
+        if path:
+            yield True, _read_cached(path)
+
+    for from_file, source in sources():
         if source is not None:
             try:
                 graph = _with_weights(source, state)
