@@ -292,16 +292,14 @@ class FormWorker:
     forms beside it, against 1,190-1,640 ms in a process of its own."""
 
     def __init__(self, form, config, state_path, official, inputs_path, threads, malloc='default'):
-        import json
         import subprocess
 
         self.form = form
         self._stderr = tempfile.TemporaryFile()
         spec = {'form': form, 'config': config, 'state_path': state_path, 'official': official,
                 'inputs_path': inputs_path, 'threads': threads, 'malloc': malloc}
-        self.process = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), '--form-worker', json.dumps(spec)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
+        self.process = subprocess.Popen(_this_script('--form-worker', spec), stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=self._stderr, text=True)
 
     def _ask(self, line=None):
         if line is not None:
@@ -483,11 +481,18 @@ def first_image(form, net, size, args, state_path):
 
     spec = {'form': form, 'config': _config(net), 'state_path': state_path, 'official': args.official,
             'size': size, 'threads': args.threads}
-    done = subprocess.run([sys.executable, os.path.abspath(__file__), '--first-image-probe', json.dumps(spec)],
-                          capture_output=True, text=True)
+    done = subprocess.run(_this_script('--first-image-probe', spec), capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f'first-image probe of {form} at {size}² failed:\n{done.stderr[-3000:]}')
     return tuple(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _this_script(flag, spec):
+    """The command that runs this file (whichever way this module was imported) in a new
+    interpreter as one of its own child processes: ``flag`` with ``spec`` as JSON."""
+    import json
+
+    return [sys.executable, os.path.abspath(__file__), flag, json.dumps(spec)]
 
 
 def _config(net):
@@ -674,7 +679,7 @@ def measure_size(size, inputs, fns, deployed, own, net, args, state_path, forms)
             continue
         own_ms[malloc] = {f: statistics.median(t) for f, (_, t) in pairs.items()}
         own_ms[malloc]['baseline'] = statistics.median(t for base, _ in pairs.values() for t in base)
-        own_speedup[malloc] = {f: statistics.median(b / t for b, t in zip(*pair)) for f, pair in pairs.items()}
+        own_speedup[malloc] = {f: ratio({'baseline': b, f: t}, 'baseline', f) for f, (b, t) in pairs.items()}
         own_speedup[malloc]['baseline'] = 1.0
     return {
         'ms': {k: statistics.median(times[k]) for k in fns},
