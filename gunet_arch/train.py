@@ -22,10 +22,12 @@ def main():
     # isort: off
     import gunet_arch  # noqa: F401  (registers the plugin and applies the BasicSR fixes)
     from basicsr.train import train_pipeline
+    from gunet_arch.distributed_exit import leave_without_interpreter_shutdown
     from gunet_arch.options import output_root
     # isort: on
 
-    train_pipeline(output_root())
+    with leave_without_interpreter_shutdown():
+        train_pipeline(output_root())
 
 
 if __name__ == '__main__':

@@ -159,9 +159,8 @@ def test_two_torchrun_launchers_act_as_two_nodes(tmp_path):
         '        sd = self.get_bare_model(self.net_g).state_dict()\n'
         f'        torch.save(sd, os.path.join({str(tmp_path)!r}, "rank%s.pth" % os.environ["RANK"]))\n'
         'GUNetModel.save = save_and_dump\n'
-        'from basicsr.train import train_pipeline\n'
-        'from gunet_arch.options import output_root\n'
-        'train_pipeline(output_root())\n')
+        'from gunet_arch.train import main\n'
+        'main()\n')
     nodes = []
     for _ in range(2):
         cmd = TORCHRUN + ['--nnodes=2', '--nproc_per_node=1', '--rdzv_backend=c10d',
