@@ -31,7 +31,7 @@ dist.init_process_group('gloo', init_method='file://' + store, rank=rank, world_
 if rank == 0:
     time.sleep(1)
     dist.all_reduce(torch.ones(3))
-    time.sleep(3)  # the connection stays up while rank 1 leaves
+    time.sleep(4)  # the connection stays up while rank 1 leaves
     sys.exit(0)
 
 
@@ -45,7 +45,7 @@ with distributed_exit.leave_without_interpreter_shutdown():
     released_at_shutdown = GivesTheGilUpAtShutdown()
     tensor = torch.ones(3)
     dist.all_reduce(tensor, async_op=True)  # completes on a gloo thread once rank 0 joins
-    end = time.monotonic() + 2
+    end = time.monotonic() + 3  # rank 0 joins after 1 s
     while time.monotonic() < end:  # keeps the GIL: the gloo thread waits for it (no output here:
         pass  # writing would give the GIL up)
     if how == 'stop':
