@@ -42,15 +42,20 @@ def _leave(status):
     os._exit(status)
 
 
+def _in_process_group():
+    return dist.is_available() and dist.is_initialized()
+
+
 @contextlib.contextmanager
 def leave_without_interpreter_shutdown():
     """Around a whole training or test pipeline: once it is done, a process that belongs to a
     process group leaves through ``_leave`` (see the module docstring)."""
+    status = 0
     try:
         yield
     except SystemExit as stop:
-        if not (dist.is_available() and dist.is_initialized()):
+        if not _in_process_group():
             raise
-        _leave(_exit_status(stop.code))
-    if dist.is_available() and dist.is_initialized():
-        _leave(0)
+        status = _exit_status(stop.code)
+    if _in_process_group():
+        _leave(status)
