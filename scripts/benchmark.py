@@ -1,21 +1,23 @@
 #!/usr/bin/env python
 """Size, cost and CPU speed of gUNet in each of its forms and runtimes, as markdown tables.
 
-Steady state is the headline: per variant and image size, every form dehazes many images in
-this one warm process, the forms taking turns image by image (round-robin, the order rotating
-each round) so that a change in the machine's load hits all of them alike; each figure is the
+Steady state is the headline: per variant, form and image size, the form and the baseline
+dehaze many images in one warm process of their own, taking turns image by image (the order
+rotating each round) so that a change in the machine's load hits both alike; each figure is the
 median over the rounds, and a speed-up is the median of the per-round ratios to the baseline.
+Nothing else runs in that process, as in a script that dehazes a folder, and its malloc is
+glibc's as it comes, as the official code runs: glibc hands the baseline's large freed
+activations back to the kernel and faults them in again on the next image. The same rounds are
+run once more with malloc keeping freed memory for reuse (``malloc kept``, as GUNetModel sets it
+for CPU training): the baseline at its fastest, which the official code does not do.
 A runtime that adapts to a size it keeps seeing (OpenVINO compiles a model for that fixed size
 after a few seconds of it, see gunet_arch/tools/backends.py) runs until it has before the rounds.
 
-In one process the forms share one heap, and a PyTorch form's time depends on what the others
-leave in it: the baseline of gUNet-S at 512² took 730 to 1,550 ms depending on which forms
-shared its process. So each form is also timed against the baseline with the two in warm
-processes of their own (``own process``), taking turns image by image, only those two running:
-as a script that runs only that form meets it, glibc's malloc as it comes, which hands the large
-freed activations back to the kernel and faults them in again on the next image. And once more
-with both processes keeping freed memory for reuse, as GUNetModel sets it for CPU training
-(``own process, malloc kept``): the baseline at its fastest, which the official code does not do.
+Then every form runs in this one process, taking turns in the same way (``all forms``), with the
+op-mix bound timed in the same rounds; the GFLOP/s and the share of the bound come from these
+rounds. Forms in one process share one heap, and a PyTorch form's time there depends on what the
+others leave in it: beside every other form the baseline of gUNet-S at 512² took 730-1,000 ms,
+against 1,190-1,750 ms beside a runtime that keeps its own buffers, or alone.
 
 Separately, one fresh process per form and size times the first image (after the form is set
 up, which is timed too: the compile of a runtime) and the memory that first forward adds.
@@ -250,7 +252,7 @@ def steady_state(fns, inputs, rounds, warmup=2):
         return take_turns({k: timed_call(fn, inputs) for k, fn in fns.items()}, rounds, len(inputs), warmup)
 
 
-# -- each form in a warm process of its own -------------------------------------------------------
+# -- each form with the baseline in a warm process of their own --------------------------------------------------
 def _load_form(form, config, state_path, official, threads):
     """``form`` of a GUNet of ``config`` with the weights saved at ``state_path``."""
     net = GUNet(**config).eval()
@@ -261,42 +263,45 @@ def _load_form(form, config, state_path, official, threads):
     return build_form(form, net, baseline, threads)
 
 
-def _form_worker(form, config, state_path, official, inputs_path, threads, malloc):
-    """The process of one ``FormWorker``: ``form`` built once, then, per line read from stdin,
-    ``settle SIZE`` (reply when the form has settled on that size) or ``SIZE I`` (dehaze image I
-    of that size, reply the seconds it took). Replies are the stdout lines that start with '@'."""
+def _form_worker(forms, config, state_path, official, inputs_path, threads, malloc):
+    """The process of one ``FormWorker``: each of ``forms`` built once, then, per line read from
+    stdin, ``settle SIZE`` (reply when every form has settled on that size) or ``SIZE I FORM``
+    (FORM dehazes image I of that size; reply the seconds it took). Replies are the stdout lines
+    that start with '@'."""
     torch.set_num_threads(threads)
     if malloc == 'kept':
         keep_freed_memory()
-    fn = _load_form(form, config, state_path, official, threads)
+    fns = {form: _load_form(form, config, state_path, official, threads) for form in forms}
     inputs = torch.load(inputs_path, weights_only=True)
     print('@ready', flush=True)
     with torch.inference_mode():
         for line in sys.stdin:
             words = line.split()
             if words[0] == 'settle':
-                settle(fn, inputs[int(words[1])][0])
+                for fn in fns.values():
+                    settle(fn, inputs[int(words[1])][0])
                 print('@settled', flush=True)
             else:
                 x = inputs[int(words[0])][int(words[1])]
+                fn = fns[words[2]]
                 t0 = time.perf_counter()
                 fn(x)
                 print(f'@{time.perf_counter() - t0!r}', flush=True)
 
 
 class FormWorker:
-    """``form`` in a warm process of its own, as a script that runs only that form meets it: its
-    own heap, glibc's malloc as it comes (or keeping freed memory, ``malloc='kept'``). Forms that
-    share one process share one heap, and a PyTorch form's time then depends on what the others
-    left in it: the baseline of gUNet-S at 512² took 730-1,550 ms in one process depending on the
-    forms beside it, against 1,190-1,640 ms in a process of its own."""
+    """``forms`` in one warm process of their own, as a script that runs only them meets it: its
+    own heap, glibc's malloc as it comes (or keeping freed memory, ``malloc='kept'``). A PyTorch
+    form's time depends on what else shares its heap: the baseline of gUNet-S at 512² took
+    730-1,000 ms in a process beside every other form, against 1,190-1,750 ms beside a runtime
+    that keeps its own buffers, or alone."""
 
-    def __init__(self, form, config, state_path, official, inputs_path, threads, malloc='default'):
+    def __init__(self, forms, config, state_path, official, inputs_path, threads, malloc='default'):
         import subprocess
 
-        self.form = form
+        self.forms = list(forms)
         self._stderr = tempfile.TemporaryFile()
-        spec = {'form': form, 'config': config, 'state_path': state_path, 'official': official,
+        spec = {'forms': self.forms, 'config': config, 'state_path': state_path, 'official': official,
                 'inputs_path': inputs_path, 'threads': threads, 'malloc': malloc}
         self.process = subprocess.Popen(_this_script('--form-worker', spec), stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=self._stderr, text=True)
@@ -311,7 +316,8 @@ class FormWorker:
         self.process.wait()
         self._stderr.seek(0)
         tail = self._stderr.read().decode(errors='replace')[-3000:]
-        raise RuntimeError(f'the process timing {self.form} ended (exit {self.process.returncode}):\n{tail}')
+        raise RuntimeError(f'the process timing {" and ".join(self.forms)} ended (exit {self.process.returncode}):'
+                           f'\n{tail}')
 
     def ready(self):
         self._ask()
@@ -319,9 +325,9 @@ class FormWorker:
     def settle(self, size):
         self._ask(f'settle {size}')
 
-    def timer(self, size):
-        """A timer for ``take_turns``: the seconds image I of ``size`` took in the worker."""
-        return lambda i: float(self._ask(f'{size} {i}'))
+    def timer(self, size, form):
+        """A timer for ``take_turns``: the seconds ``form`` took on image I of ``size``."""
+        return lambda i: float(self._ask(f'{size} {i} {form}'))
 
     def close(self):
         if self.process.poll() is None:
@@ -613,48 +619,36 @@ def _runtime_versions():
     return ', '.join(out)
 
 
-def own_process_rounds(variant, forms, net, args, state_path, inputs_path, all_inputs):
-    """``{size: {(form, malloc): (baseline seconds, form seconds)}}``: each form against the
-    baseline, the two in warm processes of their own (``FormWorker``) taking turns image by image,
-    malloc as it comes and, with ``--kept-malloc``, kept. Only those two processes run, as on a
-    machine where one script dehazes a folder, and this process has built none of its forms yet."""
+def pair_rounds(variant, forms, net, args, state_path, inputs_path, all_inputs):
+    """``{size: {(form, malloc): (baseline seconds, form seconds)}}``: each form and the baseline
+    taking turns image by image in one warm process of their own (``FormWorker``), nothing else in
+    it: malloc as it comes and, with ``--kept-malloc``, kept. Only that process runs, as on a
+    machine where one script dehazes a folder; this process has built none of its forms yet."""
     mallocs = ['default'] + ['kept'] * args.kept_malloc
-    _log(f'gUNet-{variant.upper()}: each form against the baseline, each in a process of its own')
+    _log(f'gUNet-{variant.upper()}: each form and the baseline in a process of their own')
     rounds = {size: {} for size in args.sizes}
-
-    def worker(form, malloc):
-        w = FormWorker(form, _config(net), state_path, args.official, inputs_path, args.threads, malloc)
-        try:
-            w.ready()
-        except BaseException:
-            w.close()
-            raise
-        return w
-
     for malloc in mallocs:
-        base = worker('baseline', malloc)
-        try:
-            for form in forms:
-                if form == 'baseline':
-                    continue
-                other = worker(form, malloc)
-                try:
-                    for size in args.sizes:
-                        base.settle(size)
-                        other.settle(size)
-                        t = take_turns({'baseline': base.timer(size), form: other.timer(size)}, args.repeats,
-                                       len(all_inputs[size]))
-                        rounds[size][(form, malloc)] = (t['baseline'], t[form])
-                finally:
-                    other.close()
-        finally:
-            base.close()
+        for form in forms:
+            if form == 'baseline':
+                continue
+            worker = FormWorker(['baseline', form], _config(net), state_path, args.official, inputs_path,
+                                args.threads, malloc)
+            try:
+                worker.ready()
+                for size in args.sizes:
+                    worker.settle(size)
+                    t = take_turns({k: worker.timer(size, k) for k in ('baseline', form)}, args.repeats,
+                                   len(all_inputs[size]))
+                    rounds[size][(form, malloc)] = (t['baseline'], t[form])
+            finally:
+                worker.close()
     return rounds
 
 
-def measure_size(size, inputs, fns, deployed, own, net, args, state_path, forms):
-    """Every figure of one image size: output differences, the op-mix bound and steady state in
-    this process (``fns``), the rounds of each form in its own process (``own``), the first image."""
+def measure_size(size, inputs, fns, deployed, pairs, net, args, state_path, forms):
+    """Every figure of one image size: output differences, the op-mix bound and steady state of
+    all forms in this process (``fns``), the rounds of each form with the baseline in a process of
+    their own (``pairs``), the first image."""
     _log(f'gUNet-{net.variant.upper() if net.variant else "?"} {size}x{size}: op-mix bound, steady state, '
          'first image ...')
     with torch.inference_mode():
@@ -672,28 +666,28 @@ def measure_size(size, inputs, fns, deployed, own, net, args, state_path, forms)
     def bound(form):
         return bound_names.get('bf16' if form in BF16_FORMS else 'fp32')
 
-    own_ms, own_speedup = {}, {}
+    pair_ms, pair_speedup = {}, {}
     for malloc in ('default', 'kept'):
-        pairs = {f: own[(f, malloc)] for f in forms if (f, malloc) in own}
-        if not pairs:
+        rounds = {f: pairs[(f, malloc)] for f in forms if (f, malloc) in pairs}
+        if not rounds:
             continue
-        own_ms[malloc] = {f: statistics.median(t) for f, (_, t) in pairs.items()}
-        own_ms[malloc]['baseline'] = statistics.median(t for base, _ in pairs.values() for t in base)
-        own_speedup[malloc] = {f: ratio({'baseline': b, f: t}, 'baseline', f) for f, (b, t) in pairs.items()}
-        own_speedup[malloc]['baseline'] = 1.0
+        pair_ms[malloc] = {f: statistics.median(t) for f, (_, t) in rounds.items()}
+        pair_ms[malloc]['baseline'] = statistics.median(t for base, _ in rounds.values() for t in base)
+        pair_speedup[malloc] = {f: ratio({'baseline': b, f: t}, 'baseline', f) for f, (b, t) in rounds.items()}
+        pair_speedup[malloc]['baseline'] = 1.0
     return {
         'ms': {k: statistics.median(times[k]) for k in fns},
         'speedup': {k: ratio(times, 'baseline', k) for k in fns},
         'share': {k: ratio(times, bound(k), k) for k in fns if bound(k)},
-        'own_ms': own_ms, 'own_speedup': own_speedup,
+        'pair_ms': pair_ms, 'pair_speedup': pair_speedup,
         'bounds': {p: (statistics.median(times[n]), mix.flops, mix.wins[p]) for p, n in bound_names.items()},
         'rounds': args.repeats, 'diff': diff, 'first': first,
     }
 
 
 def bench_variant(variant, args):
-    """One variant: sizes, op-mix bounds, steady state (in one process and in a process per form)
-    and first image of every form, training."""
+    """One variant: sizes, op-mix bounds, steady state (each form with the baseline in a process of
+    their own, and all forms in one process) and first image of every form, training."""
     torch.manual_seed(0)
     net = GUNet(variant=variant).eval()
     random_bn_statistics(net)
@@ -708,16 +702,16 @@ def bench_variant(variant, args):
             g = torch.Generator().manual_seed(size)
             all_inputs[size] = [torch.rand(1, 3, size, size, generator=g) for _ in range(3)]
         torch.save(all_inputs, inputs_path)
-        own = {}
-        if args.sizes and args.own_process:
-            own = own_process_rounds(variant, forms, net, args, state_path, inputs_path, all_inputs)
+        pairs = {}
+        if args.sizes and args.pairs:
+            pairs = pair_rounds(variant, forms, net, args, state_path, inputs_path, all_inputs)
         baseline = plain_baseline(net).eval()
         if args.official:
             baseline = OfficialWrapper(load_official(args.official, variant, net.state_dict()), net).eval()
         fns = {form: build_form(form, net, baseline, args.threads) for form in forms}
         deployed = fns.get('deployed') or copy.deepcopy(net).deploy()
         for size in args.sizes:
-            row['sizes'][size] = measure_size(size, all_inputs[size], fns, deployed, own.get(size, {}), net, args,
+            row['sizes'][size] = measure_size(size, all_inputs[size], fns, deployed, pairs.get(size, {}), net, args,
                                               state_path, forms)
     if variant in args.train_variants:
         row['train'], row['train_diff'] = in_fresh_process(_train_worker, variant, args)
@@ -781,13 +775,14 @@ def render(rows, args):
             out.append('| ' + ' | '.join(cells) + ' |')
         out.append('')
         head = ['variant', 'form']
-        mallocs = {'default': 'own process', 'kept': 'own process, malloc kept'}
-        mallocs = {k: v for k, v in mallocs.items() if args.own_process and (k == 'default' or args.kept_malloc)}
+        # The headline: each form and the baseline alone in a warm process, malloc as it comes.
+        mallocs = {'default': ('steady ms', 'speed-up'), 'kept': ('steady ms, malloc kept', 'speed-up, malloc kept')}
+        mallocs = {k: v for k, v in mallocs.items() if args.pairs and (k == 'default' or args.kept_malloc)}
         for s in args.sizes:
-            head += [f'{s}² steady ms', f'{s}² speed-up', f'{s}² GFLOP/s', f'{s}² share of bound']
-            for label in mallocs.values():
-                head += [f'{s}² {label} ms', f'{s}² {label} speed-up']
-            head += [f'{s}² first image ms (setup s)', f'{s}² peak MiB']
+            for labels in mallocs.values():
+                head += [f'{s}² {label}' for label in labels]
+            head += [f'{s}² all forms ms', f'{s}² all forms speed-up', f'{s}² all forms GFLOP/s',
+                     f'{s}² share of bound', f'{s}² first image ms (setup s)', f'{s}² peak MiB']
         head.append(f'max |Δ| vs {base_name}')
         out += ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
         for r in rows:
@@ -795,14 +790,14 @@ def render(rows, args):
                 cells = [r['variant'], base_name if form == 'baseline' else form]
                 for s in args.sizes:
                     d = r['sizes'][s]
+                    for malloc in mallocs:
+                        ms_, speed_ = d['pair_ms'].get(malloc, {}), d['pair_speedup'].get(malloc, {})
+                        cells += [fmt_ms(ms_[form]), f'{speed_[form]:.2f}×'] if form in ms_ else ['–', '–']
                     ms = d['ms'][form]
                     flops = d['bounds']['fp32'][1]
                     speed, share = d['speedup'].get(form), d['share'].get(form)
                     cells += [fmt_ms(ms), f'{speed:.2f}×' if speed else '–', f'{flops / ms / 1e9:.1f}',
                               f'{share * 100:.0f}%' if share else '–']
-                    for malloc in mallocs:
-                        ms_, speed_ = d['own_ms'].get(malloc, {}), d['own_speedup'].get(malloc, {})
-                        cells += [fmt_ms(ms_[form]), f'{speed_[form]:.2f}×'] if form in ms_ else ['–', '–']
                     if form in d['first']:
                         setup, first, peak = d['first'][form]
                         cells += [f'{fmt_ms(first)} ({setup:.1f})', f'{peak / 1024:.0f}']
@@ -838,10 +833,11 @@ def build_parser():
     parser.add_argument('--op-repeats', type=int, default=9, help='timed runs of each convolution alone')
     parser.add_argument('--first-image', nargs='*', default=None, choices=FORMS, metavar='FORM',
                         help='forms timed on a first image in a fresh process (default: all; none: skip)')
-    parser.add_argument('--own-process', action=argparse.BooleanOptionalAction, default=True,
-                        help='also time each form in a warm process of its own (default: on)')
+    parser.add_argument('--pairs', action=argparse.BooleanOptionalAction, default=True,
+                        help='time each form and the baseline in a warm process of their own, the headline '
+                             '(default: on; off: all forms in one process only)')
     parser.add_argument('--kept-malloc', action=argparse.BooleanOptionalAction, default=True,
-                        help='with --own-process, also time each form in a process of its own whose malloc '
+                        help='with --pairs, also time each form and the baseline in a process whose malloc '
                              'keeps freed memory (default: on)')
     parser.add_argument('--train-variants', nargs='*', default=list(VARIANTS), choices=list(VARIANTS),
                         help='variants whose training step is timed')
@@ -886,8 +882,9 @@ def main(argv=None):
           + ', '.join(f + ('' if on else ' (no)') for f, on in flags.items()))
     what = [f'{_runtime_versions()}; {args.threads} threads']
     if args.sizes:
-        what.append(f'batch 1 inference, median of {args.repeats} round-robin rounds in one process'
-                    + (', and with each form and the baseline in processes of their own' if args.own_process else ''))
+        what.append(f'batch 1 inference, median of {args.repeats} round-robin rounds'
+                    + (' of each form and the baseline in a process of their own, and' if args.pairs else '')
+                    + ' of all forms in one process')
     if any('train' in r for r in rows):
         kept = ' (freed memory kept, as GUNetModel trains on the CPU)' if args.train_allocator == 'kept' else ''
         what.append(f'training: batch {args.train_batch} at {args.train_size}², median of {args.train_repeats}, '

@@ -242,12 +242,12 @@ def test_benchmark_prints_its_tables(monkeypatch, capsys):
                                    '--repeats', '1', '--op-repeats', '1', '--first-image', '--train-variants'])
     out = capsys.readouterr().out
     assert out.startswith('CPU: ') and 'avx512_bf16' in out and 'load average' in out
-    assert 'rounds in one process, and with each form and the baseline in processes of their own' in out
+    assert ('rounds of each form and the baseline in a process of their own, and of all forms in one process'
+            in out)
     for column in ('32² op-mix bound ms (fp32 / bf16)', '32² bound GFLOP/s (fp32 / bf16)', '32² steady ms',
-                   '32² speed-up', '32² GFLOP/s', '32² share of bound', '32² own process ms',
-                   '32² own process speed-up', '32² own process, malloc kept ms',
-                   '32² own process, malloc kept speed-up', '32² first image ms (setup s)', '32² peak MiB',
-                   'max |Δ| vs baseline'):
+                   '32² speed-up', '32² steady ms, malloc kept', '32² speed-up, malloc kept', '32² all forms ms',
+                   '32² all forms speed-up', '32² all forms GFLOP/s', '32² share of bound',
+                   '32² first image ms (setup s)', '32² peak MiB', 'max |Δ| vs baseline'):
         assert f'| {column} |' in out
     rows = {line.split(' | ')[1]: line for line in out.splitlines() if line.startswith('| Q | ')}
     # openvino-bf16 only where the CPU has bfloat16 units (the flags line says which).
@@ -258,30 +258,36 @@ def test_benchmark_prints_its_tables(monkeypatch, capsys):
 
 
 def test_benchmark_without_malloc_kept(monkeypatch, capsys):
-    """``--no-kept-malloc``: the shared process and each form in its own, malloc as it comes."""
+    """``--no-kept-malloc``: each form with the baseline, and all forms in one process, malloc as it
+    comes. ``--no-pairs``: all forms in one process only."""
     monkeypatch.setitem(VARIANTS, 'q', Variant('q', tuple(DEPTHS), 24, 5,
                                                sum(p.numel() for p in GUNet(depths=DEPTHS).parameters())))
     load_script('benchmark').main(['--variants', 'q', '--sizes', '32', '--forms', 'deployed', '--repeats', '2',
                                    '--op-repeats', '1', '--first-image', '--train-variants', '--no-kept-malloc'])
     out = capsys.readouterr().out
-    assert '| 32² own process speed-up |' in out and 'malloc kept' not in out
+    assert '| 32² speed-up | 32² all forms ms |' in out and 'malloc kept' not in out
+    load_script('benchmark').main(['--variants', 'q', '--sizes', '32', '--forms', 'deployed', '--repeats', '2',
+                                   '--op-repeats', '1', '--first-image', '--train-variants', '--no-pairs'])
+    out = capsys.readouterr().out
+    assert '| form | 32² all forms ms |' in out and 'steady' not in out and 'a process of their own' not in out
 
 
 def test_benchmark_form_worker(tmp_path):
-    """A form in a process of its own answers for the sizes and images it was given, and a
+    """Forms in a process of their own answer for the sizes and images they were given, and a
     process that dies says so with its error instead of hanging the rounds."""
     bench = load_script('benchmark')
     torch.save(GUNet(depths=DEPTHS).state_dict(), tmp_path / 'net.pth')
     torch.save({40: [torch.rand(1, 3, 40, 40), torch.rand(1, 3, 40, 40)]}, tmp_path / 'inputs.pt')
     config = {'base_dim': 24, 'depths': DEPTHS, 'kernel_size': 5}
-    worker = bench.FormWorker('openvino', config, str(tmp_path / 'net.pth'), None, str(tmp_path / 'inputs.pt'), 1)
+    worker = bench.FormWorker(['baseline', 'openvino'], config, str(tmp_path / 'net.pth'), None,
+                              str(tmp_path / 'inputs.pt'), 1)
     try:
         worker.ready()
         worker.settle(40)
-        times = bench.take_turns({'openvino': worker.timer(40)}, 3, 2, warmup=1)
-        assert len(times['openvino']) == 3 and all(t > 0 for t in times['openvino'])
-        with pytest.raises(RuntimeError, match='the process timing openvino ended'):
-            worker.timer(41)(0)  # no such size: the worker's KeyError ends it
+        times = bench.take_turns({k: worker.timer(40, k) for k in ('baseline', 'openvino')}, 3, 2, warmup=1)
+        assert all(len(t) == 3 and all(s > 0 for s in t) for t in times.values())
+        with pytest.raises(RuntimeError, match='the process timing baseline and openvino ended'):
+            worker.timer(41, 'openvino')(0)  # no such size: the worker's KeyError ends it
     finally:
         worker.close()
     assert worker.process.returncode is not None
