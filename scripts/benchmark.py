@@ -252,15 +252,16 @@ def steady_state(fns, inputs, rounds, warmup=2):
         return take_turns({k: timed_call(fn, inputs) for k, fn in fns.items()}, rounds, len(inputs), warmup)
 
 
-# -- each form with the baseline in a warm process of their own --------------------------------------------------
-def _load_form(form, config, state_path, official, threads):
-    """``form`` of a GUNet of ``config`` with the weights saved at ``state_path``."""
+# -- each form with the baseline in a warm process of their own -----------------------------------
+def _load_forms(forms, config, state_path, official, threads):
+    """``{form: callable}`` of ``forms`` of one GUNet of ``config`` with the weights saved at
+    ``state_path`` (the network and its baseline built once for all of them)."""
     net = GUNet(**config).eval()
     net.load_state_dict(torch.load(state_path, weights_only=True))
     baseline = plain_baseline(net).eval()
     if official:
         baseline = OfficialWrapper(load_official(official, net.variant, net.state_dict()), net).eval()
-    return build_form(form, net, baseline, threads)
+    return {form: build_form(form, net, baseline, threads) for form in forms}
 
 
 def _form_worker(forms, config, state_path, official, inputs_path, threads, malloc):
@@ -271,7 +272,7 @@ def _form_worker(forms, config, state_path, official, inputs_path, threads, mall
     torch.set_num_threads(threads)
     if malloc == 'kept':
         keep_freed_memory()
-    fns = {form: _load_form(form, config, state_path, official, threads) for form in forms}
+    fns = _load_forms(forms, config, state_path, official, threads)
     inputs = torch.load(inputs_path, weights_only=True)
     print('@ready', flush=True)
     with torch.inference_mode():
@@ -468,7 +469,7 @@ def _first_image_worker(form, config, state_path, official, size, threads):
     torch.set_num_threads(threads)
     x = torch.rand(1, 3, size, size)
     t0 = time.perf_counter()
-    fn = _load_form(form, config, state_path, official, threads)
+    fn = _load_forms([form], config, state_path, official, threads)[form]
     setup = time.perf_counter() - t0
     before = _high_water_kib() if os.path.exists('/proc/self/status') else 0
     with torch.inference_mode():
